@@ -1,0 +1,1 @@
+"""PARL controller that samples cell architectures and learns by REINFORCE."""

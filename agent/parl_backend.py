@@ -1,0 +1,45 @@
+"""The one place that imports Paddle and PARL for the rest of the project.
+
+PARL 2.2.1 picks its backend on import and looks for the removed
+``paddle.fluid`` unless ``PARL_BACKEND=paddle`` is set first; Paddle 3.x warns
+about a missing ccache on import. Import ``paddle`` and ``parl`` from here::
+
+    from agent.parl_backend import paddle, parl
+"""
+import logging
+import os
+import warnings
+
+os.environ.setdefault("PARL_BACKEND", "paddle")
+if os.environ["PARL_BACKEND"] != "paddle":
+    raise ImportError(
+        "PARL_BACKEND=%r: autodl-design needs PARL_BACKEND=paddle (unset it or set it to paddle)"
+        % os.environ["PARL_BACKEND"])
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="No ccache found")
+    import paddle  # noqa: E402
+
+# PARL logs an INFO line when it switches backend; its logger object is the
+# one named "PARL", so a filter added before the import drops just that line.
+logging.getLogger("PARL").addFilter(
+    lambda record: "switching backend framework" not in record.getMessage())
+import parl  # noqa: E402
+
+
+def check_installation():
+    """Raises RuntimeError naming what is broken in the Paddle/PARL install."""
+    major = int(paddle.__version__.split(".")[0])
+    if major < 3:
+        raise RuntimeError(
+            "paddlepaddle %s is installed; autodl-design needs Paddle 3.x "
+            "(2.6.2 crashes in zlib on Debian 12, Paddle #70538): run setup.sh" % paddle.__version__)
+    if parl.__version__ != "2.2.1":
+        raise RuntimeError("parl %s is installed; autodl-design is tested with 2.2.1: run setup.sh"
+                           % parl.__version__)
+    for name in ("Model", "Algorithm", "Agent"):
+        if not hasattr(parl, name):
+            raise RuntimeError("parl.%s is missing: PARL did not load its paddle backend" % name)
+
+
+__all__ = ["paddle", "parl", "check_installation"]

@@ -1,0 +1,1 @@
+"""autodl-design: reinforcement-learning design of CNN cells under hardware constraints."""

@@ -1,0 +1,179 @@
+"""Plain configuration objects handed to the library (only entry points read FLAGS)."""
+import dataclasses
+import json
+from typing import Dict, List, Optional, Tuple
+
+# Network and search sizes per preset. "gpu" follows AutoDL Design; "cpu" is
+# small enough for a complete real search in about 15 minutes on 2 cores.
+SIZE_PRESETS: Dict[str, Dict[str, float]] = {
+    "gpu": dict(width=64, num_stages=3, num_cells=3, early_stop=20, num_models=400,
+                images_per_class=100, latency_repeats=50),
+    "cpu": dict(width=8, num_stages=2, num_cells=1, early_stop=3, num_models=16,
+                images_per_class=60, latency_repeats=20),
+}
+SIZE_KEYS: Tuple[str, ...] = tuple(SIZE_PRESETS["gpu"])
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the dataset folder is (made by dataset_maker.py)."""
+    data_path: str = ""          # "" = the embedded default (Fashion-MNIST)
+    images_per_class: int = 100  # for the embedded default dataset
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Controller (LSTM policy) and REINFORCE settings."""
+    num_nodes: int = 10
+    ops: Tuple[str, ...] = ()
+    hidden_size: int = 64
+    num_layers: int = 2
+    learning_rate: float = 1e-3
+    bl_decay: float = 0.9
+    batch_size: int = 10
+    temperature: float = 5.0
+    tanh_constant: float = 2.5
+    entropy_weight: float = 0.0
+    advantage: str = "identity"
+    device: str = "cpu"
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ops)
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """Network size, training schedule and hardware measurement."""
+    width: int = 64
+    num_stages: int = 3
+    num_cells: int = 3
+    ratio: int = 4
+    dropout: float = 0.0
+    early_stop: int = 20
+    train_batch_size: int = 128
+    lr_max: float = 0.1
+    lr_min: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    latency_batch: int = 1
+    latency_repeats: int = 50
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ConstraintConfig:
+    """Hardware bounds (0 = no bound) and how the critic applies them."""
+    max_params: float = 0
+    max_flops: float = 0
+    max_latency_ms: float = 0
+    max_memory_mb: float = 0
+    mode: str = "hard"
+    soft_alpha: float = 0.0
+    soft_beta: float = -0.07
+    infeasible_reward: float = 0.0
+
+    def bounds(self) -> Dict[str, float]:
+        """Metric name -> bound, only for the bounds that are set."""
+        named = {"params": self.max_params, "flops": self.max_flops,
+                 "latency_ms": self.max_latency_ms, "memory_mb": self.max_memory_mb}
+        return {k: v for k, v in named.items() if v > 0}
+
+
+@dataclasses.dataclass
+class DeviceConfig:
+    """Where the controller and the trainer workers run."""
+    agent_device: str = "cpu"
+    trainer_devices: Tuple[str, ...] = ("cpu",)
+    threads_per_worker: int = 0  # 0 = cores / CPU workers
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Budget, records and reproducibility of a search."""
+    num_models: int = 400
+    max_time: float = 0  # seconds, 0 = no limit
+    log_dir: str = "./log"
+    resume: bool = False
+    seed: int = 0
+    preset: str = "gpu"
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig
+    agent: AgentConfig
+    trainer: TrainerConfig
+    constraints: ConstraintConfig
+    devices: DeviceConfig
+    search: SearchConfig
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "Config":
+        """Rebuilds a Config from ``to_dict`` output (e.g. a run's config.json)."""
+        def make(kind, values):
+            fields = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - fields
+            if unknown:
+                raise ValueError("unknown %s settings: %s" % (kind.__name__, sorted(unknown)))
+            values = dict(values)
+            for k, v in values.items():
+                if isinstance(v, list):
+                    values[k] = tuple(v)
+            return kind(**values)
+        return cls(data=make(DataConfig, d["data"]), agent=make(AgentConfig, d["agent"]),
+                   trainer=make(TrainerConfig, d["trainer"]),
+                   constraints=make(ConstraintConfig, d["constraints"]),
+                   devices=make(DeviceConfig, d["devices"]), search=make(SearchConfig, d["search"]))
+
+
+def parse_device(text: str) -> str:
+    """Validates one device string: ``cpu`` or ``gpu:N``; returns it normalised.
+
+    Raises:
+      ValueError: naming the string and the accepted forms.
+    """
+    t = text.strip().lower()
+    if t == "cpu":
+        return t
+    if t.startswith("gpu:") and t[4:].isdigit():
+        return "gpu:%d" % int(t[4:])
+    raise ValueError("unknown device %r: use 'cpu' or 'gpu:N' (N = 0, 1, ...)" % text)
+
+
+def parse_device_list(text: str) -> List[str]:
+    """Validates a comma list of devices (at least one)."""
+    items = [s for s in text.split(",") if s.strip()]
+    if not items:
+        raise ValueError("device list %r is empty: give e.g. 'cpu' or 'gpu:0,gpu:1'" % text)
+    return [parse_device(s) for s in items]
+
+
+def default_devices(num_gpus: int) -> Tuple[str, Tuple[str, ...]]:
+    """The one place that picks default devices from the number of visible GPUs.
+
+    Returns:
+      (agent_device, trainer_devices): gpu:0 for the agent when a GPU is
+      present; trainers on gpu:1 with two or more GPUs, else gpu:0, else cpu.
+    """
+    if num_gpus <= 0:
+        return "cpu", ("cpu",)
+    if num_gpus == 1:
+        return "gpu:0", ("gpu:0",)
+    return "gpu:0", ("gpu:1",)
+
+
+def threads_per_worker(devices: Tuple[str, ...], cores: int, requested: int = 0) -> int:
+    """CPU threads for each trainer worker: cores shared evenly among CPU workers."""
+    if requested > 0:
+        return requested
+    cpu_workers = sum(1 for d in devices if d == "cpu")
+    if cpu_workers == 0:
+        return 1
+    return max(1, cores // cpu_workers)

@@ -1,0 +1,1 @@
+"""Builds, trains and measures the CNN of an architecture (Paddle)."""
