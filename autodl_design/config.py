@@ -97,6 +97,7 @@ class SearchConfig:
     resume: bool = False
     seed: int = 0
     preset: str = "gpu"
+    searcher: str = "rl"
 
 
 @dataclasses.dataclass

@@ -86,6 +86,8 @@ def _define():
     FLAGS["log_dir"].help = "Folder for records, checkpoints and the report (--resume reads it)."
     d.DEFINE_boolean("resume", False, "Continue the search recorded in --log_dir.")
     d.DEFINE_integer("seed", 0, "Random seed (same seed, same result on CPU).", lower_bound=0)
+    d.DEFINE_enum("searcher", "rl", ["rl", "random"], "Who proposes architectures: the RL "
+                  "controller, or uniform random sampling (a baseline).")
     # ---------------- constraints ----------------
     d.DEFINE_float("max_params", 0, "Bound on parameters (0 = none).", lower_bound=0)
     d.DEFINE_float("max_flops", 0, "Bound on multiply-adds per image (0 = none).", lower_bound=0)
@@ -197,5 +199,6 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
         devices=cfg.DeviceConfig(agent_device=agent_device, trainer_devices=trainer_devices,
                                  threads_per_worker=f.threads_per_worker),
         search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
-                                log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset),
+                                log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
+                                searcher=f.searcher),
     )

@@ -1,0 +1,437 @@
+"""The search loop: propose a batch, evaluate it on trainer workers, reward, learn, repeat.
+
+Records go to ``log_dir`` as they happen (see ``autodl_design/records.py``):
+``trials.jsonl`` (one line per finished evaluation), ``best.json``,
+``config.json``, ``pending.json`` (the batch being evaluated) and
+``checkpoint/`` (the searcher after its last learning step). A run killed at
+any moment continues with ``--resume``: the pending batch is re-created from
+``pending.json``, evaluations already recorded are not repeated, and the
+searcher continues from its checkpoint.
+"""
+import dataclasses
+import math
+import os
+import shutil
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from autodl_design import critic, records
+from autodl_design.arch import Architecture
+from autodl_design.config import Config
+
+PENDING_FILE = "pending.json"
+CHECKPOINT_DIR = "checkpoint"
+REAL_SETUP = "trainer.evaluate:setup_worker"
+REAL_EVALUATE = "trainer.evaluate:evaluate_candidate"
+REUSABLE = ("ok", "infeasible")
+
+
+class SearchError(Exception):
+    """A problem with the user's input that stops the search (exit code 2)."""
+
+
+@dataclasses.dataclass
+class SearchResult:
+    state: records.RunState
+    best: Optional[Dict]
+    closest: Optional[Dict]
+    seconds: float
+    interrupted: bool
+    steps: int
+    restarts: int
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """Training seed of evaluation ``index``: the same whichever worker runs it."""
+    return (seed * 1_000_003 + index * 7919 + 17) % (2 ** 31 - 1)
+
+
+class Search:
+    """One search run.
+
+    Args:
+      config: the resolved configuration.
+      searcher: proposes architectures and learns from rewards (see
+        ``autodl_design.searchers``).
+      pool: started trainer pool (``autodl_design.workers.LocalPool`` or
+        compatible): ``free_workers()``, ``submit()``, ``next_result()``,
+        ``busy()``, ``devices``.
+      log: callable for progress lines.
+    """
+
+    def __init__(self, config: Config, searcher, pool, log: Callable[[str], None] = print):
+        self.config = config
+        self.searcher = searcher
+        self.pool = pool
+        self.log = log
+        self.log_dir = config.search.log_dir
+        self.trials = None
+        self.state = records.RunState()
+        self.reusable: Dict[str, Dict] = {}
+        self.start_time = time.time()
+        self.interrupted = False
+
+    # ----- records -----
+    def open(self):
+        os.makedirs(self.log_dir, exist_ok=True)
+        path = os.path.join(self.log_dir, records.TRIALS_FILE)
+        cfg_dict = self.config.to_dict()
+        if self.config.search.resume:
+            if not os.path.exists(os.path.join(self.log_dir, records.CONFIG_FILE)):
+                raise SearchError("--resume: %s holds no search (no %s); run without --resume"
+                                  % (self.log_dir, records.CONFIG_FILE))
+            try:
+                records.check_resume_config(self.log_dir, cfg_dict)
+            except ValueError as e:
+                raise SearchError("--resume: %s" % e) from None
+            ckpt = os.path.join(self.log_dir, CHECKPOINT_DIR)
+            if os.path.isdir(ckpt):
+                self.searcher.restore(ckpt)
+        else:
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                raise SearchError("%s already holds a search (%s); pass --resume to continue it "
+                                  "or choose another --log_dir" % (self.log_dir, path))
+            for stale in (PENDING_FILE, records.BEST_FILE):
+                if os.path.exists(os.path.join(self.log_dir, stale)):
+                    os.remove(os.path.join(self.log_dir, stale))
+            shutil.rmtree(os.path.join(self.log_dir, CHECKPOINT_DIR), ignore_errors=True)
+        records.write_config(self.log_dir, cfg_dict)
+        self.trials = records.TrialLog(path)
+        try:
+            self.state = records.RunState(records.read_trials(path))
+        except ValueError as e:
+            raise SearchError(str(e)) from None
+        for r in self.state.records:
+            self._remember(r)
+        if self.config.search.resume:
+            self.log("Resuming %s: %d evaluations recorded, controller step %d"
+                     % (self.log_dir, self.state.num_done, self.searcher.step))
+
+    def _remember(self, record: Dict):
+        if record["status"] in REUSABLE and record["arch_hash"] not in self.reusable:
+            self.reusable[record["arch_hash"]] = record
+
+    def _write(self, record: Dict):
+        self.trials.append(record)
+        self.state.add(record)
+        self._remember(record)
+        if self.state.best is record:
+            records.write_best(self.log_dir, record)
+
+    # ----- budget -----
+    @property
+    def total(self) -> int:
+        return self.config.search.num_models
+
+    def out_of_time(self) -> bool:
+        mt = self.config.search.max_time
+        return mt > 0 and time.time() - self.start_time >= mt
+
+    # ----- main loop -----
+    def run(self) -> SearchResult:
+        self.open()
+        try:
+            while self.state.num_done < self.total and not self.out_of_time():
+                self._one_step()
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            if self.trials is not None:
+                self.trials.close()
+        return self.result()
+
+    def _load_pending(self) -> Optional[Dict]:
+        path = os.path.join(self.log_dir, PENDING_FILE)
+        if not os.path.exists(path):
+            return None
+        import json
+        with open(path) as f:
+            pending = json.load(f)
+        if pending.get("step") != self.searcher.step:
+            return None
+        return pending
+
+    def _one_step(self):
+        step = self.searcher.step
+        pending = self._load_pending()
+        first = pending["first_index"] if pending else self.state.num_done
+        n = len(pending["archs"]) if pending else min(self.config.agent.batch_size,
+                                                      self.total - first)
+        # Proposing again after a resume also advances the searcher's random
+        # state exactly as the interrupted run did.
+        archs = self.searcher.propose(n)
+        if pending is None:
+            records.atomic_write_json(os.path.join(self.log_dir, PENDING_FILE), {
+                "step": step, "first_index": first, "archs": [a.to_dict() for a in archs]})
+        else:
+            recorded = [Architecture.from_dict(d) for d in pending["archs"]]
+            if [a.hash() for a in recorded] != [a.hash() for a in archs]:
+                self.log("warning: the resumed searcher proposed a different batch for step %d "
+                         "than the interrupted run; continuing with the recorded batch" % step)
+            archs = recorded
+        indices = [first + k for k in range(len(archs))]
+        self._evaluate(step, indices, archs)
+        by_index = {r["index"]: r for r in self.state.records if r["index"] in set(indices)}
+        rewards = []
+        for i in indices:
+            r = by_index[i]
+            ok = r["status"] in REUSABLE or (r["status"] == "duplicate" and r["reward"] is not None)
+            rewards.append(r["reward"] if ok else None)
+        self.searcher.observe(archs, rewards)
+        self.searcher.save(os.path.join(self.log_dir, CHECKPOINT_DIR))
+        accs = [by_index[i]["metrics"].get("val_accuracy") for i in indices]
+        accs = [a for a in accs if isinstance(a, (int, float)) and math.isfinite(a)]
+        avg = sum(accs) / len(accs) if accs else float("nan")
+        best = self.state.best
+        best_text = ("best #%d reward %.4f val_acc %.3f" % (
+            best["index"], best["reward"], best["metrics"].get("val_accuracy", float("nan")))
+            if best else "no feasible candidate yet")
+        self.log("step = %d, average accuracy = %.3f | %d/%d evaluations | %s | %.0f s"
+                 % (step, avg, self.state.num_done, self.total, best_text,
+                    time.time() - self.start_time))
+
+    def _finish(self, step: int, index: int, arch: Architecture, metrics: Dict, worker, device):
+        status = metrics.get("status", "failed")
+        reason = metrics.get("reason", "")
+        reward = None
+        feasible = False
+        if status in ("ok", "infeasible"):
+            try:
+                feas = critic.check(metrics, self.config.constraints)
+                feasible = feas.feasible
+                if status == "infeasible" or (self.config.constraints.mode == "hard"
+                                              and not feasible):
+                    status = "infeasible"
+                    reward = self.config.constraints.infeasible_reward
+                    reason = reason or feas.text
+                else:
+                    reward = critic.reward(metrics["val_accuracy"], metrics,
+                                           self.config.constraints)
+            except (ValueError, KeyError) as e:
+                status, reason = "failed", "critic: %s" % e
+        record = records.make_record(
+            step=step, index=index, arch=arch, metrics=_clean_metrics(metrics), reward=reward,
+            feasible=feasible, status=status, reason=reason, worker=worker, device=device,
+            seconds=metrics.get("seconds"))
+        self._write(record)
+        self._progress(record)
+        return record
+
+    def _duplicate(self, step: int, index: int, arch: Architecture, source: Dict):
+        record = records.make_record(
+            step=step, index=index, arch=arch, arch_hash=source["arch_hash"],
+            metrics=source["metrics"], reward=source["reward"], feasible=source["feasible"],
+            status="duplicate", reason="same architecture as #%d (%s); result reused"
+            % (source["index"], source["status"]), worker=None, device="", seconds=0.0)
+        self._write(record)
+        self._progress(record)
+
+    def _progress(self, r: Dict):
+        m = r["metrics"]
+        acc = m.get("val_accuracy")
+        parts = ["[%d/%d] #%d %s" % (self.state.num_done, self.total, r["index"], r["status"])]
+        if isinstance(acc, (int, float)):
+            parts.append("val_acc %.3f" % acc)
+        if r["reward"] is not None:
+            parts.append("reward %.4f" % r["reward"])
+        if isinstance(m.get("params"), (int, float)):
+            parts.append("params %s" % _si(m["params"]))
+        if isinstance(m.get("latency_ms"), (int, float)):
+            parts.append("lat %.2f ms" % m["latency_ms"])
+        if r["status"] in ("failed", "infeasible", "duplicate") and r["reason"]:
+            parts.append("(%s)" % r["reason"][:120])
+        elapsed = time.time() - self.start_time
+        done = max(self.state.num_done, 1)
+        left = (self.total - self.state.num_done) * elapsed / done
+        if self.config.search.max_time > 0:
+            left = min(left, self.config.search.max_time - elapsed)
+        parts.append("| %.0f s, ~%.0f s left" % (elapsed, max(left, 0)))
+        self.log(" ".join(parts))
+
+    def _evaluate(self, step: int, indices: Sequence[int], archs: Sequence[Architecture]):
+        """Evaluates every index not yet recorded; duplicates reuse results."""
+        waiting: Dict[str, List] = {}   # hash -> [(index, arch)] waiting for an in-flight twin
+        queue: List = []
+        in_flight: Dict[int, tuple] = {}  # index -> (arch, hash)
+        for index, arch in zip(indices, archs):
+            if index in self.state.finished:
+                continue
+            h = arch.hash()
+            if h in self.reusable:
+                self._duplicate(step, index, arch, self.reusable[h])
+            elif h in waiting:
+                waiting[h].append((index, arch))
+            else:
+                waiting[h] = []
+                queue.append((index, arch, h))
+        while queue or in_flight:
+            while queue and self.pool.free_workers():
+                w = self.pool.free_workers()[0]
+                index, arch, h = queue.pop(0)
+                self.pool.submit(w, index, arch.to_dict(),
+                                 candidate_seed(self.config.search.seed, index))
+                in_flight[index] = (arch, h, w)
+            got = self.pool.next_result(timeout=1.0)
+            if got is None:
+                continue
+            w, index, metrics = got
+            arch, h, _ = in_flight.pop(index)
+            self._finish(step, index, arch, metrics, w, self.pool.devices[w])
+            for twin_index, twin in waiting.pop(h, []):
+                if h in self.reusable:
+                    self._duplicate(step, twin_index, twin, self.reusable[h])
+                else:  # the first one failed: evaluate the twin itself
+                    waiting[h] = []
+                    queue.append((twin_index, twin, h))
+
+    def result(self) -> SearchResult:
+        best = self.state.best
+        closest = None
+        if best is None:
+            cands = [r for r in self.state.records if r["status"] in ("ok", "infeasible")]
+            scored = []
+            for r in cands:
+                try:
+                    scored.append((critic.check(r["metrics"], self.config.constraints)
+                                   .normalised_violation, r["index"], r))
+                except ValueError:
+                    continue
+            if scored:
+                closest = min(scored, key=lambda t: (t[0], t[1]))[2]
+        return SearchResult(state=self.state, best=best, closest=closest,
+                            seconds=time.time() - self.start_time,
+                            interrupted=self.interrupted, steps=self.searcher.step,
+                            restarts=getattr(self.pool, "restarts", 0))
+
+
+def _clean_metrics(metrics: Dict) -> Dict:
+    return {k: v for k, v in metrics.items() if k not in ("status", "reason", "traceback")}
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return "%.2f%s" % (x / scale, unit)
+    return "%g" % x
+
+
+# ---------------------------------------------------------------------------
+# Driver used by main.py
+# ---------------------------------------------------------------------------
+
+def summary_table(result: SearchResult, config: Config) -> str:
+    """The end-of-run summary as readable text."""
+    s = result.state
+    counts = {k: 0 for k in records.STATUSES}
+    for r in s.records:
+        counts[r["status"]] += 1
+    lines = ["", "=" * 72, "Search summary (%s)" % config.search.log_dir, "=" * 72]
+    bounds = config.constraints.bounds()
+    lines.append("constraints: %s" % (", ".join("%s <= %g" % kv for kv in bounds.items())
+                                      + " (%s mode)" % config.constraints.mode
+                                      if bounds else "none"))
+    best = result.best
+    if best is None:
+        lines.append(critic.NO_FEASIBLE_MESSAGE)
+        if result.closest is not None:
+            c = result.closest
+            feas = critic.check(c["metrics"], config.constraints)
+            lines.append("closest candidate: #%d (%s)" % (c["index"], feas.text))
+            best = c
+    if best is not None:
+        arch = Architecture.from_dict(best["arch"])
+        m = best["metrics"]
+        lines.append("best architecture: #%d (step %d, hash %s)"
+                     % (best["index"], best["step"], best["arch_hash"][:12]))
+        lines.extend("  " + l for l in arch.describe().splitlines())
+        rows = [("val accuracy", _fmt(m.get("val_accuracy"), "%.4f")),
+                ("test accuracy", _fmt(m.get("test_accuracy"), "%.4f")),
+                ("reward", _fmt(best.get("reward"), "%.4f")),
+                ("params", _fmt(m.get("params"), "%d")),
+                ("FLOPs (mult-adds/image)", _fmt(m.get("flops"), "%d")),
+                ("latency (ms, median)", _fmt(m.get("latency_ms"), "%.3f")),
+                ("memory (MB, %s)" % m.get("memory_source", "?"), _fmt(m.get("memory_mb"), "%.2f"))]
+        width = max(len(k) for k, _ in rows)
+        lines.extend("  %-*s  %s" % (width, k, v) for k, v in rows)
+        lines.append("  architecture JSON: %s" % os.path.join(config.search.log_dir,
+                                                             records.BEST_FILE))
+    n = len(s.records)
+    hours = result.seconds / 3600.0
+    lines.append("evaluations: %d (ok %d, failed %d, infeasible %d, duplicates %d)"
+                 % (n, counts["ok"], counts["failed"], counts["infeasible"], counts["duplicate"]))
+    lines.append("wall time: %.0f s, %.1f evaluations/hour, %d controller steps%s"
+                 % (result.seconds, n / hours if hours > 0 else 0.0, result.steps,
+                    ", %d worker restarts" % result.restarts if result.restarts else ""))
+    if result.interrupted:
+        lines.append("interrupted: continue with --resume --log_dir %s" % config.search.log_dir)
+    return "\n".join(lines)
+
+
+def _fmt(v, pattern: str) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return pattern % v
+    return "n/a"
+
+
+def run_from_config(config: Config, log: Callable[[str], None] = None,
+                    setup_path: str = REAL_SETUP, eval_path: str = REAL_EVALUATE) -> int:
+    """Runs a whole search as main.py does; returns the process exit code.
+
+    0 on success (also when no candidate satisfied the constraints), 2 for bad
+    input (data, unsatisfiable bounds, a log_dir that does not fit --resume),
+    130 after Ctrl-C.
+    """
+    import sys
+    from autodl_design import searchers
+    from autodl_design.config import threads_per_worker
+    if log is None:
+        def log(line):
+            print(line, flush=True)
+    data_path = config.data.data_path
+    try:
+        if not data_path:
+            from trainer.data import ensure_default_dataset
+            data_path = ensure_default_dataset(config.data.images_per_class, log=log)
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                          data_path=data_path))
+        from trainer.data import read_manifest
+        manifest = read_manifest(data_path)
+        log("autodl-design: %s search, preset %s, data %s (%s, %d classes, %s), "
+            "%d evaluations, trainers %s, log_dir %s"
+            % (config.search.searcher,
+               config.search.preset, data_path, manifest["source"], len(manifest["class_names"]),
+               "x".join(map(str, manifest["image_shape"])), config.search.num_models,
+               ",".join(config.devices.trainer_devices), config.search.log_dir))
+        from trainer import evaluate as real_eval
+        problem = real_eval.unsatisfiable(config, manifest)
+        if problem:
+            raise SearchError(problem)
+        searcher = searchers.make_searcher(config)
+        threads = threads_per_worker(config.devices.trainer_devices, os.cpu_count() or 1,
+                                     config.devices.threads_per_worker)
+        from autodl_design.workers import LocalPool
+        pool = LocalPool(config.devices.trainer_devices, threads, setup_path, eval_path,
+                         {"data_path": data_path, "config_dict": config.to_dict()}, log=log)
+    except (SearchError, ValueError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    return execute(config, searcher, pool, log)
+
+
+def execute(config: Config, searcher, pool, log: Callable[[str], None]) -> int:
+    """Starts ``pool``, runs the search, prints the summary; returns the exit code."""
+    import sys
+    search = Search(config, searcher, pool, log=log)
+    try:
+        pool.start()
+        result = search.run()
+    except (SearchError, RuntimeError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        search.interrupted = True
+        result = search.result()
+    finally:
+        pool.terminate()
+    log(summary_table(result, config))
+    return 130 if result.interrupted else 0
