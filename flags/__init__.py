@@ -26,7 +26,8 @@ def _define():
     d.DEFINE_string("data_path", "", "Dataset folder made by dataset_maker.py; empty = the "
                     "embedded default (real Fashion-MNIST, prepared on first use).")
     d.DEFINE_integer("images_per_class", None, _size_help(
-        "Images per class in each chunk of the embedded default dataset.", "images_per_class"),
+        "Images of each class over all 10 chunks of the embedded default dataset (AutoDL "
+        "Design's chunk_size; 9 chunks train, 1 validates).", "images_per_class"),
         lower_bound=1)
     # ---------------- agent ----------------
     d.DEFINE_integer("num_nodes", 10, "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
