@@ -98,6 +98,7 @@ class SearchConfig:
     seed: int = 0
     preset: str = "gpu"
     searcher: str = "rl"
+    lookahead: int = 1  # batches proposed before the oldest open one is learned from
 
 
 @dataclasses.dataclass

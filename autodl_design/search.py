@@ -9,6 +9,7 @@ any moment continues with ``--resume``: the pending batch is re-created from
 searcher continues from its checkpoint.
 """
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -129,10 +130,33 @@ class Search:
 
     # ----- main loop -----
     def run(self) -> SearchResult:
+        """Runs until the budget is spent; records are written as results arrive.
+
+        Batches are pipelined: up to ``1 + lookahead`` batches are open at once,
+        so workers never wait for the slowest candidate of a batch. Batch s is
+        learned from as soon as all its results are in, and the next batch is
+        proposed right after, so batch s + 1 + lookahead is sampled from the
+        policy that has learned from batches 0..s: the order of events that
+        matter to the searcher does not depend on timing, and a seed gives the
+        same search whatever the number of workers.
+        """
         self.open()
         try:
-            while self.state.num_done < self.total and not self.out_of_time():
-                self._one_step()
+            self._restore_open_batches()
+            self._fill()
+            while self.batches and not self.out_of_time():
+                self._dispatch()
+                got = self.pool.next_result(timeout=1.0)
+                if got is not None:
+                    w, index, metrics = got
+                    arch, h = self.in_flight.pop(index)
+                    self._finish(self._step_of(index), index, arch, metrics, w,
+                                 self.pool.devices[w])
+                    self._release_twins(h)
+                while self.batches and all(i in self.state.finished
+                                           for i in self.batches[0]["indices"]):
+                    self._learn(self.batches.pop(0))
+                    self._fill()
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -140,46 +164,110 @@ class Search:
                 self.trials.close()
         return self.result()
 
-    def _load_pending(self) -> Optional[Dict]:
-        path = os.path.join(self.log_dir, PENDING_FILE)
-        if not os.path.exists(path):
-            return None
-        import json
-        with open(path) as f:
-            pending = json.load(f)
-        if pending.get("step") != self.searcher.step:
-            return None
-        return pending
+    def _step_of(self, index: int) -> int:
+        for b in self.batches:
+            if index in b["indices"]:
+                return b["step"]
+        raise KeyError(index)
 
-    def _one_step(self):
+    def _save_pending(self):
+        records.atomic_write_json(os.path.join(self.log_dir, PENDING_FILE), {"batches": [
+            {"step": b["step"], "first_index": b["indices"][0], "proposed_at": b["proposed_at"],
+             "archs": [a.to_dict() for a in b["archs"]]} for b in self.batches]})
+
+    def _restore_open_batches(self):
+        """Re-creates the batches that were open when the run stopped.
+
+        Batches proposed before the restored checkpoint are read back from
+        pending.json; batches proposed after it are proposed again (which
+        advances the searcher's random state exactly as the stopped run did)
+        and checked against what was recorded.
+        """
+        self.batches = []
+        self.in_flight: Dict[int, tuple] = {}
+        self.waiting: Dict[str, List] = {}
+        path = os.path.join(self.log_dir, PENDING_FILE)
+        if not (self.config.search.resume and os.path.exists(path)):
+            return
+        with open(path) as f:
+            saved = json.load(f)["batches"]
         step = self.searcher.step
-        pending = self._load_pending()
-        first = pending["first_index"] if pending else self.state.num_done
-        n = len(pending["archs"]) if pending else min(self.config.agent.batch_size,
-                                                      self.total - first)
-        # Proposing again after a resume also advances the searcher's random
-        # state exactly as the interrupted run did.
-        archs = self.searcher.propose(n)
-        if pending is None:
-            records.atomic_write_json(os.path.join(self.log_dir, PENDING_FILE), {
-                "step": step, "first_index": first, "archs": [a.to_dict() for a in archs]})
-        else:
-            recorded = [Architecture.from_dict(d) for d in pending["archs"]]
-            if [a.hash() for a in recorded] != [a.hash() for a in archs]:
-                self.log("warning: the resumed searcher proposed a different batch for step %d "
-                         "than the interrupted run; continuing with the recorded batch" % step)
-            archs = recorded
-        indices = [first + k for k in range(len(archs))]
-        self._evaluate(step, indices, archs)
-        by_index = {r["index"]: r for r in self.state.records if r["index"] in set(indices)}
+        for b in saved:
+            if b["step"] < step:
+                continue  # learned from before the checkpoint
+            recorded = [Architecture.from_dict(d) for d in b["archs"]]
+            if b["proposed_at"] >= step:
+                again = self.searcher.propose(len(recorded))
+                if [a.hash() for a in again] != [a.hash() for a in recorded]:
+                    self.log("warning: the resumed searcher proposed a different batch for "
+                             "step %d than the stopped run; continuing with the recorded "
+                             "batch" % b["step"])
+            self._open(b["step"], b["first_index"], recorded, b["proposed_at"])
+
+    def _open(self, step: int, first: int, archs: List[Architecture], proposed_at: int):
+        self.batches.append({"step": step, "indices": [first + k for k in range(len(archs))],
+                             "archs": archs, "proposed_at": proposed_at,
+                             "queue": list(range(len(archs)))})
+
+    def _fill(self):
+        """Proposes batches until 1 + lookahead are open or the budget is spent."""
+        changed = False
+        while len(self.batches) < 1 + self.config.search.lookahead:
+            if self.batches:
+                step = self.batches[-1]["step"] + 1
+                first = self.batches[-1]["indices"][-1] + 1
+            else:
+                step, first = self.searcher.step, self.state.num_done
+            n = min(self.config.agent.batch_size, self.total - first)
+            if n <= 0:
+                break
+            self._open(step, first, self.searcher.propose(n), self.searcher.step)
+            changed = True
+        if changed:
+            self._save_pending()
+
+    def _dispatch(self):
+        """Sends queued candidates (earliest batch first) to free workers."""
+        for b in self.batches:
+            while b["queue"]:
+                k = b["queue"][0]
+                index, arch = b["indices"][k], b["archs"][k]
+                if index in self.state.finished:
+                    b["queue"].pop(0)
+                    continue
+                h = arch.hash()
+                if h in self.reusable:
+                    b["queue"].pop(0)
+                    self._duplicate(b["step"], index, arch, self.reusable[h])
+                    continue
+                if any(fh == h for _, fh in self.in_flight.values()):
+                    b["queue"].pop(0)
+                    self.waiting.setdefault(h, []).append((b, k))
+                    continue
+                free = self.pool.free_workers()
+                if not free:
+                    return
+                b["queue"].pop(0)
+                self.pool.submit(free[0], index, arch.to_dict(),
+                                 candidate_seed(self.config.search.seed, index))
+                self.in_flight[index] = (arch, h)
+
+    def _release_twins(self, h: str):
+        """Candidates that waited for an in-flight twin: reuse its result or run them."""
+        for b, k in self.waiting.pop(h, []):
+            b["queue"].insert(0, k)
+
+    def _learn(self, batch: Dict):
+        by_index = {r["index"]: r for r in self.state.records}
         rewards = []
-        for i in indices:
+        for i in batch["indices"]:
             r = by_index[i]
-            ok = r["status"] in REUSABLE or (r["status"] == "duplicate" and r["reward"] is not None)
-            rewards.append(r["reward"] if ok else None)
-        self.searcher.observe(archs, rewards)
+            usable = r["status"] in REUSABLE or (r["status"] == "duplicate"
+                                                 and r["reward"] is not None)
+            rewards.append(r["reward"] if usable else None)
+        self.searcher.observe(batch["archs"], rewards)
         self.searcher.save(os.path.join(self.log_dir, CHECKPOINT_DIR))
-        accs = [by_index[i]["metrics"].get("val_accuracy") for i in indices]
+        accs = [by_index[i]["metrics"].get("val_accuracy") for i in batch["indices"]]
         accs = [a for a in accs if isinstance(a, (int, float)) and math.isfinite(a)]
         avg = sum(accs) / len(accs) if accs else float("nan")
         best = self.state.best
@@ -187,7 +275,7 @@ class Search:
             best["index"], best["reward"], best["metrics"].get("val_accuracy", float("nan")))
             if best else "no feasible candidate yet")
         self.log("step = %d, average accuracy = %.3f | %d/%d evaluations | %s | %.0f s"
-                 % (step, avg, self.state.num_done, self.total, best_text,
+                 % (batch["step"], avg, self.state.num_done, self.total, best_text,
                     time.time() - self.start_time))
 
     def _finish(self, step: int, index: int, arch: Architecture, metrics: Dict, worker, device):
@@ -247,42 +335,6 @@ class Search:
             left = min(left, self.config.search.max_time - elapsed)
         parts.append("| %.0f s, ~%.0f s left" % (elapsed, max(left, 0)))
         self.log(" ".join(parts))
-
-    def _evaluate(self, step: int, indices: Sequence[int], archs: Sequence[Architecture]):
-        """Evaluates every index not yet recorded; duplicates reuse results."""
-        waiting: Dict[str, List] = {}   # hash -> [(index, arch)] waiting for an in-flight twin
-        queue: List = []
-        in_flight: Dict[int, tuple] = {}  # index -> (arch, hash)
-        for index, arch in zip(indices, archs):
-            if index in self.state.finished:
-                continue
-            h = arch.hash()
-            if h in self.reusable:
-                self._duplicate(step, index, arch, self.reusable[h])
-            elif h in waiting:
-                waiting[h].append((index, arch))
-            else:
-                waiting[h] = []
-                queue.append((index, arch, h))
-        while queue or in_flight:
-            while queue and self.pool.free_workers():
-                w = self.pool.free_workers()[0]
-                index, arch, h = queue.pop(0)
-                self.pool.submit(w, index, arch.to_dict(),
-                                 candidate_seed(self.config.search.seed, index))
-                in_flight[index] = (arch, h, w)
-            got = self.pool.next_result(timeout=1.0)
-            if got is None:
-                continue
-            w, index, metrics = got
-            arch, h, _ = in_flight.pop(index)
-            self._finish(step, index, arch, metrics, w, self.pool.devices[w])
-            for twin_index, twin in waiting.pop(h, []):
-                if h in self.reusable:
-                    self._duplicate(step, twin_index, twin, self.reusable[h])
-                else:  # the first one failed: evaluate the twin itself
-                    waiting[h] = []
-                    queue.append((twin_index, twin, h))
 
     def result(self) -> SearchResult:
         best = self.state.best

@@ -87,6 +87,11 @@ def _define():
     FLAGS["log_dir"].help = "Folder for records, checkpoints and the report (--resume reads it)."
     d.DEFINE_boolean("resume", False, "Continue the search recorded in --log_dir.")
     d.DEFINE_integer("seed", 0, "Random seed (same seed, same result on CPU).", lower_bound=0)
+    d.DEFINE_integer("lookahead", 1, "Batches proposed ahead of learning, so that trainers never "
+                     "wait for the slowest candidate of a batch (0 = AutoDL Design's strict "
+                     "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
+                     "learning from batch s, whatever the timing: runs stay reproducible.",
+                     lower_bound=0)
     d.DEFINE_enum("searcher", "rl", ["rl", "random"], "Who proposes architectures: the RL "
                   "controller, or uniform random sampling (a baseline).")
     # ---------------- constraints ----------------
@@ -201,5 +206,5 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
                                  threads_per_worker=f.threads_per_worker),
         search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
                                 log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
-                                searcher=f.searcher),
+                                searcher=f.searcher, lookahead=f.lookahead),
     )
