@@ -1,0 +1,256 @@
+"""Trainer workers as Ray actors, for searches that span several machines.
+
+Same interface as ``autodl_design.workers.LocalPool`` and the same worker
+code (``setup_path``/``eval_path``); the controller stays in the driver.
+
+* One actor per GPU (``num_gpus=1``) or per ``cpus_per_trainer`` CPUs;
+  ``num_trainers`` of them, 0 = as many as the cluster can hold.
+* The dataset folder is read once in the driver and put in Ray's object store
+  once; each actor writes it to its own temporary folder and loads it once,
+  so nodes need no shared file system.
+* An actor lost mid-evaluation (process or node death) is restarted by Ray
+  (``max_restarts=-1``) and its candidate is sent to another actor, up to
+  ``max_retries`` times, then reported as failed. A candidate running longer
+  than ``trial_timeout`` seconds has its actor killed (and restarted).
+"""
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+from autodl_design.workers import _import
+
+READY_TIMEOUT_S = 600.0
+# With this set to 0 before ``import ray``, a Ray instance started here uses
+# 127.0.0.1 as its node address instead of probing an outside route
+# (Ray ignores --node-ip-address=127.0.0.1 on Linux otherwise).
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _read_folder(path: str) -> Dict[str, bytes]:
+    files = {}
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if os.path.isfile(full):
+            with open(full, "rb") as f:
+                files[name] = f.read()
+    return files
+
+
+class TrainerActor:
+    """Body of one Ray trainer actor (wrapped with ``ray.remote`` at start)."""
+
+    def __init__(self, setup_path: str, eval_path: str, setup_args: Dict[str, Any],
+                 threads: int, dataset_files: Optional[Dict[str, bytes]]):
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import ray
+        gpu_ids = ray.get_gpu_ids()
+        self.device = "gpu:0" if gpu_ids else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
+        args = dict(setup_args)
+        if dataset_files is not None:
+            self._tmp = tempfile.mkdtemp(prefix="autodl-design-data-")
+            for name, blob in dataset_files.items():
+                with open(os.path.join(self._tmp, name), "wb") as f:
+                    f.write(blob)
+            args["data_path"] = self._tmp
+        self.evaluate_fn = _import(eval_path)
+        self.context = _import(setup_path)(device=self.device, threads=threads, **args)
+        self.node = ray.util.get_node_ip_address()
+        self.pid = os.getpid()
+
+    def ready(self):
+        return {"node": self.node, "pid": self.pid, "device": self.device}
+
+    def evaluate(self, index: int, arch_dict: Dict, seed: int) -> Dict:
+        start = time.time()
+        try:
+            metrics = self.evaluate_fn(arch_dict, index, seed, self.context)
+        except Exception as e:
+            metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
+        metrics.setdefault("seconds", time.time() - start)
+        return metrics
+
+
+class RayPool:
+    """Trainer actors on a Ray cluster (see module docstring).
+
+    Args:
+      address: Ray address to connect to ("auto" = the running cluster), or
+        "local" to start a private Ray instance on this machine bound to
+        127.0.0.1.
+      num_trainers: actors to start; 0 = as many as the cluster holds.
+      cpus_per_trainer: CPUs (and threads) per CPU actor.
+      use_gpus: one GPU per actor when the cluster has GPUs.
+      max_retries: how often a candidate whose actor died is retried.
+      trial_timeout: seconds before a running candidate's actor is killed
+        (0 = no limit).
+      setup_path, eval_path, setup_args: as for ``LocalPool``; a
+        ``data_path`` in setup_args is shipped through the object store.
+    """
+
+    def __init__(self, address: str, num_trainers: int, cpus_per_trainer: int, use_gpus: bool,
+                 max_retries: int, trial_timeout: float, setup_path: str, eval_path: str,
+                 setup_args: Dict[str, Any], log=print, local_cpus: Optional[int] = None):
+        self.address = address
+        self.num_trainers = num_trainers
+        self.cpus_per_trainer = cpus_per_trainer
+        self.use_gpus = use_gpus
+        self.max_retries = max_retries
+        self.trial_timeout = trial_timeout
+        self.setup_path = setup_path
+        self.eval_path = eval_path
+        self.setup_args = dict(setup_args)
+        self.log = log
+        self.local_cpus = local_cpus
+        self.actors: List[Any] = []
+        self.devices: List[str] = []
+        self.restarts = 0
+        self._busy: Dict[int, Dict] = {}      # actor -> task
+        self._refs: Dict[Any, int] = {}       # object ref -> actor
+        self._restarting: Dict[Any, int] = {}  # ready() ref -> actor
+        self._retry: List[Dict] = []
+        self._started_ray = False
+
+    # ----- life cycle -----
+    def start(self):
+        if self.address == "local":
+            os.environ[LOCAL_ONLY_ENV] = "0"  # read when ray is first imported
+        import ray
+        if not ray.is_initialized():
+            if self.address == "local":
+                ray.init(num_cpus=self.local_cpus, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+                self._started_ray = True
+            else:
+                try:
+                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                except (ConnectionError, RuntimeError) as e:
+                    raise RuntimeError(
+                        "cannot connect to a Ray cluster at %r (%s): start one with "
+                        "'ray start --head' or pass --ray_address local" % (self.address, e))
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if self.use_gpus else 0
+        per = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": self.cpus_per_trainer}
+        capacity = gpus if gpus else int(resources.get("CPU", 0)) // self.cpus_per_trainer
+        n = self.num_trainers if self.num_trainers > 0 else capacity
+        if n <= 0 or n > capacity:
+            raise RuntimeError("the Ray cluster holds %d trainer(s) of %s; asked for %d "
+                               "(lower --num_trainers or --cpus_per_trainer)"
+                               % (capacity, per, n))
+        data_path = self.setup_args.pop("data_path", None)
+        dataset_ref = ray.put(_read_folder(data_path)) if data_path else None
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
+        threads = 1 if gpus else self.cpus_per_trainer
+        self.actors = [actor_cls.options(**per).remote(
+            self.setup_path, self.eval_path, self.setup_args, threads, dataset_ref)
+            for _ in range(n)]
+        try:
+            infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
+        except ray.exceptions.RayError as e:
+            raise RuntimeError("Ray trainer actors could not start: %s" % str(e).splitlines()[0])
+        self.devices = ["%s/%s" % (i["node"], i["device"]) for i in infos]
+        self.log("[ray] %d trainer actors ready: %s" % (n, ", ".join(self.devices)))
+
+    def close(self):
+        self.terminate()
+
+    def terminate(self):
+        import ray
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.actors = []
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    # ----- work -----
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def _idle(self) -> List[int]:
+        down = set(self._restarting.values())
+        return [w for w in range(self.size) if w not in self._busy and w not in down]
+
+    def free_workers(self) -> List[int]:
+        idle = self._idle()
+        return idle[len(self._retry):]  # retries go first
+
+    def busy(self) -> int:
+        return len(self._busy)
+
+    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int):
+        self._send(worker, {"index": index, "arch": arch_dict, "seed": seed, "attempts": 0})
+
+    def _send(self, worker: int, task: Dict):
+        task["start"] = time.time()
+        task["worker"] = worker
+        ref = self.actors[worker].evaluate.remote(task["index"], task["arch"], task["seed"])
+        self._busy[worker] = task
+        self._refs[ref] = worker
+
+    def kill_actor(self, worker: int):
+        """Kills one actor (Ray restarts it); used for fault tests and timeouts."""
+        import ray
+        ray.kill(self.actors[worker], no_restart=False)
+
+    def next_result(self, timeout: float = 1.0):
+        import ray
+        for w in self._idle():
+            if not self._retry:
+                break
+            self._send(w, self._retry.pop(0))
+        self._check_timeouts()
+        watch = list(self._refs) + list(self._restarting)
+        if not watch:
+            time.sleep(min(timeout, 0.05))
+            return None
+        done, _ = ray.wait(watch, num_returns=1, timeout=timeout)
+        if not done:
+            return None
+        ref = done[0]
+        if ref in self._restarting:
+            w = self._restarting.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                self._restarting[self.actors[w].ready.remote()] = w
+            return None
+        w = self._refs.pop(ref)
+        task = self._busy.pop(w)
+        try:
+            return w, task["index"], ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            return self._lost(w, task, "actor %d (%s) died: %s"
+                              % (w, self.devices[w], str(e).splitlines()[0][:200]))
+        except ray.exceptions.RayError as e:
+            return w, task["index"], {"status": "failed", "reason": "ray: %s"
+                                      % str(e).splitlines()[0][:300],
+                                      "seconds": time.time() - task["start"]}
+
+    def _lost(self, w: int, task: Dict, reason: str):
+        self.restarts += 1
+        self._restarting[self.actors[w].ready.remote()] = w
+        task["attempts"] += 1
+        if task["attempts"] <= self.max_retries:
+            self.log("[ray] %s while evaluating #%d; retrying it (%d/%d)"
+                     % (reason, task["index"], task["attempts"], self.max_retries))
+            self._retry.append(task)
+            return None
+        self.log("[ray] %s while evaluating #%d; no retries left" % (reason, task["index"]))
+        return w, task["index"], {"status": "failed", "reason": "%s (after %d attempts)"
+                                  % (reason, task["attempts"]),
+                                  "seconds": time.time() - task["start"]}
+
+    def _check_timeouts(self):
+        if self.trial_timeout <= 0:
+            return
+        now = time.time()
+        for w, task in list(self._busy.items()):
+            if now - task["start"] > self.trial_timeout:
+                self.log("[ray] #%d ran over --trial_timeout=%gs on actor %d; killing the actor"
+                         % (task["index"], self.trial_timeout, w))
+                task["start"] = now  # the death is reported by ray.wait
+                self.kill_actor(w)

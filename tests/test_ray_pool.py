@@ -1,0 +1,97 @@
+"""Trainer actors on a local Ray instance bound to 127.0.0.1 (fake trainer: fast)."""
+import os
+import threading
+import time
+
+import pytest
+
+# Bind the local Ray instance to 127.0.0.1 (see autodl_design/ray_pool.py).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+ray = pytest.importorskip("ray", reason="Ray is the optional extra: WITH_RAY=1 bash setup.sh")
+
+from autodl_design import records, search, searchers  # noqa: E402
+from autodl_design.ray_pool import RayPool  # noqa: E402
+from tests.test_search import make_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def make_pool(config, faults=None, delay=0.0, max_retries=1, trial_timeout=0.0, log=None):
+    return RayPool("auto", num_trainers=2, cpus_per_trainer=1, use_gpus=False,
+                   max_retries=max_retries, trial_timeout=trial_timeout,
+                   setup_path="tests.fake_trainer:setup", eval_path="tests.fake_trainer:evaluate",
+                   setup_args={"config_dict": config.to_dict(), "faults": faults or {},
+                               "delay": delay},
+                   log=log if log is not None else (lambda s: None))
+
+
+def run(config, pool):
+    lines = []
+    searcher = searchers.make_searcher(config)
+    s = search.Search(config, searcher, pool, log=lines.append)
+    pool.start()
+    result = s.run()
+    return result, records.read_trials(os.path.join(config.search.log_dir, "trials.jsonl")), lines
+
+
+def test_ray_search_matches_local_records(local_ray, tmp_path):
+    config = make_config(tmp_path / "ray", num_models=10, batch_size=4)
+    result, trials, _ = run(config, make_pool(config))
+    assert sorted(t["index"] for t in trials) == list(range(10))
+    assert {t["worker"] for t in trials if t["status"] == "ok"} == {0, 1}
+    assert all(t["device"].startswith("127.0.0.1/") for t in trials if t["status"] == "ok")
+    code, local, _ = __import__("tests.test_search", fromlist=["run"]).run(
+        make_config(tmp_path / "local", num_models=10, batch_size=4))
+    key = lambda t: t["index"]
+    assert [(t["arch_hash"], t["reward"]) for t in sorted(trials, key=key)] == \
+        [(t["arch_hash"], t["reward"]) for t in sorted(local, key=key)]
+
+
+def test_killed_actor_mid_run_loses_and_duplicates_nothing(local_ray, tmp_path):
+    config = make_config(tmp_path / "log", num_models=12, batch_size=4)
+    lines = []
+    pool = make_pool(config, delay=0.5, max_retries=2, log=lines.append)
+
+    def killer():
+        path = tmp_path / "log" / "trials.jsonl"
+        while not (path.exists() and len(records.read_trials(str(path))) >= 3):
+            time.sleep(0.05)
+        busy = list(pool._busy)
+        pool.kill_actor(busy[0] if busy else 0)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    result, trials, out = run(config, pool)
+    t.join(timeout=5)
+    pool.terminate()
+    indices = [r["index"] for r in trials]
+    assert sorted(indices) == list(range(12)) and len(set(indices)) == 12
+    assert all(r["status"] == "ok" or r["status"] == "duplicate" for r in trials)
+    assert any("retrying it" in l for l in lines), lines
+
+
+def test_dead_candidate_is_retried_then_recorded_failed(local_ray, tmp_path):
+    config = make_config(tmp_path / "log", num_models=4, batch_size=4)
+    lines = []
+    pool = make_pool(config, faults={2: "die"}, max_retries=1, log=lines.append)
+    result, trials, _ = run(config, pool)
+    pool.terminate()
+    by_index = {r["index"]: r for r in trials}
+    assert len(by_index) == 4
+    assert by_index[2]["status"] == "failed" and "after 2 attempts" in by_index[2]["reason"]
+    assert sum("retrying it" in l for l in lines) == 1
+
+
+def test_hung_candidate_times_out(local_ray, tmp_path):
+    config = make_config(tmp_path / "log", num_models=3, batch_size=3)
+    pool = make_pool(config, faults={1: "hang"}, max_retries=0, trial_timeout=3.0)
+    result, trials, _ = run(config, pool)
+    pool.terminate()
+    by_index = {r["index"]: r for r in trials}
+    assert by_index[1]["status"] == "failed" and "died" in by_index[1]["reason"]
+    assert by_index[0]["status"] == "ok"
