@@ -86,6 +86,12 @@ class DeviceConfig:
     agent_device: str = "cpu"
     trainer_devices: Tuple[str, ...] = ("cpu",)
     threads_per_worker: int = 0  # 0 = cores / CPU workers
+    cluster: str = "local"       # "local" processes or "ray" actors
+    ray_address: str = "auto"    # "auto", "HOST:PORT", or "local" (private 127.0.0.1 instance)
+    num_trainers: int = 0        # Ray actors, 0 = as many as the cluster holds
+    cpus_per_trainer: int = 1    # CPUs (threads) per Ray CPU actor
+    max_retries: int = 2         # retries of a candidate whose worker/actor died
+    trial_timeout: float = 0     # seconds before a running candidate's worker is killed
 
 
 @dataclasses.dataclass

@@ -435,39 +435,61 @@ def run_from_config(config: Config, log: Callable[[str], None] = None,
     """
     import sys
     from autodl_design import searchers
-    from autodl_design.config import threads_per_worker
     if log is None:
         def log(line):
             print(line, flush=True)
     data_path = config.data.data_path
+    trainers = ("ray:%s" % config.devices.ray_address if config.devices.cluster == "ray"
+                else ",".join(config.devices.trainer_devices))
+    log("autodl-design: %s search on %s; preset %s, %d evaluations, trainers %s, log_dir %s"
+        % (config.search.searcher,
+           data_path if data_path else "the embedded default data (real Fashion-MNIST, %d "
+           "images per class)" % config.data.images_per_class,
+           config.search.preset, config.search.num_models, trainers, config.search.log_dir))
     try:
         if not data_path:
             from trainer.data import ensure_default_dataset
             data_path = ensure_default_dataset(config.data.images_per_class, log=log)
-            config = dataclasses.replace(config, data=dataclasses.replace(config.data,
-                                                                          data_path=data_path))
+        data_path = os.path.abspath(data_path)
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      data_path=data_path))
         from trainer.data import read_manifest
         manifest = read_manifest(data_path)
-        log("autodl-design: %s search, preset %s, data %s (%s, %d classes, %s), "
-            "%d evaluations, trainers %s, log_dir %s"
-            % (config.search.searcher,
-               config.search.preset, data_path, manifest["source"], len(manifest["class_names"]),
-               "x".join(map(str, manifest["image_shape"])), config.search.num_models,
-               ",".join(config.devices.trainer_devices), config.search.log_dir))
+        log("data: %s (%s, %d classes, images %s)"
+            % (data_path, manifest["source"], len(manifest["class_names"]),
+               "x".join(map(str, manifest["image_shape"]))))
         from trainer import evaluate as real_eval
         problem = real_eval.unsatisfiable(config, manifest)
         if problem:
             raise SearchError(problem)
         searcher = searchers.make_searcher(config)
-        threads = threads_per_worker(config.devices.trainer_devices, os.cpu_count() or 1,
-                                     config.devices.threads_per_worker)
-        from autodl_design.workers import LocalPool
-        pool = LocalPool(config.devices.trainer_devices, threads, setup_path, eval_path,
-                         {"data_path": data_path, "config_dict": config.to_dict()}, log=log)
+        pool = make_pool(config, setup_path, eval_path,
+                         {"data_path": data_path, "config_dict": config.to_dict()}, log)
     except (SearchError, ValueError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     return execute(config, searcher, pool, log)
+
+
+def make_pool(config: Config, setup_path: str, eval_path: str, setup_args: Dict, log):
+    """The trainer pool the config asks for (not started)."""
+    from autodl_design.config import threads_per_worker
+    d = config.devices
+    if d.cluster == "ray":
+        try:
+            from autodl_design.ray_pool import RayPool
+            import ray  # noqa: F401
+        except ImportError:
+            raise SearchError("--cluster ray needs Ray: run WITH_RAY=1 bash setup.sh") from None
+        return RayPool(d.ray_address, d.num_trainers, d.cpus_per_trainer,
+                       use_gpus=True,
+                       max_retries=d.max_retries, trial_timeout=d.trial_timeout,
+                       setup_path=setup_path, eval_path=eval_path, setup_args=setup_args,
+                       log=log)
+    from autodl_design.workers import LocalPool
+    threads = threads_per_worker(d.trainer_devices, os.cpu_count() or 1, d.threads_per_worker)
+    return LocalPool(d.trainer_devices, threads, setup_path, eval_path, setup_args, log=log,
+                     trial_timeout=d.trial_timeout)
 
 
 def execute(config: Config, searcher, pool, log: Callable[[str], None]) -> int:

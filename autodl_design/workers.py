@@ -85,10 +85,12 @@ class LocalPool:
       eval_path: "module:function" evaluating one candidate (see module doc).
       setup_args: picklable keyword arguments for the setup function.
       log: callable for progress lines.
+      trial_timeout: seconds a candidate may run before its worker is
+        killed (and replaced) and the candidate reported failed; 0 = no limit.
     """
 
     def __init__(self, devices, threads: int, setup_path: str, eval_path: str,
-                 setup_args: Dict[str, Any], log=print):
+                 setup_args: Dict[str, Any], log=print, trial_timeout: float = 0.0):
         self.devices = list(devices)
         self.threads = threads
         self.setup_path = setup_path
@@ -102,6 +104,8 @@ class LocalPool:
         self._busy: Dict[int, Tuple[int, float]] = {}  # worker -> (index, start time)
         self._ready = [False] * len(self.devices)
         self.restarts = 0
+        self.trial_timeout = trial_timeout
+        self._timed_out: Dict[int, str] = {}
 
     # ----- life cycle -----
     def start(self):
@@ -205,7 +209,17 @@ class LocalPool:
         self._handle_control(msg)
         return None
 
+    def _kill_overdue(self):
+        if self.trial_timeout <= 0:
+            return
+        now = time.time()
+        for w, (index, start) in self._busy.items():
+            if now - start > self.trial_timeout and w not in self._timed_out:
+                self._timed_out[w] = "ran over --trial_timeout=%gs" % self.trial_timeout
+                self._procs[w].kill()
+
     def _reap_dead(self):
+        self._kill_overdue()
         for w, (index, start) in list(self._busy.items()):
             p = self._procs[w]
             if p.is_alive():
@@ -216,6 +230,8 @@ class LocalPool:
             reason = "worker %d (%s) died with exit code %s" % (w, self.devices[w], code)
             if code is not None and code < 0:
                 reason += " (signal %s)" % signal.Signals(-code).name
+            if w in self._timed_out:
+                reason = "%s: %s" % (self._timed_out.pop(w), reason)
             self.log("[workers] %s while evaluating #%d; restarting it" % (reason, index))
             self.restarts += 1
             self._spawn(w)

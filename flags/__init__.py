@@ -116,6 +116,22 @@ def _define():
     d.DEFINE_integer("threads_per_worker", 0, "CPU threads per trainer worker (0 = cores / "
                      "CPU workers).", lower_bound=0)
 
+    d.DEFINE_enum("cluster", "local", ["local", "ray"], "local: one trainer process per "
+                  "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
+                  "(install with WITH_RAY=1 bash setup.sh).")
+    d.DEFINE_string("ray_address", "auto", "Ray cluster to use with --cluster ray: 'auto' (the "
+                    "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
+                    "private Ray instance on 127.0.0.1).")
+    d.DEFINE_integer("num_trainers", 0, "Ray trainer actors (0 = as many as the cluster "
+                     "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
+    d.DEFINE_integer("cpus_per_trainer", 1, "CPUs (and threads) per Ray CPU trainer actor.",
+                     lower_bound=1)
+    d.DEFINE_integer("max_retries", 2, "With --cluster ray: times a candidate whose actor "
+                     "or node was lost is retried on another actor before it is recorded as "
+                     "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
+    d.DEFINE_float("trial_timeout", 0, "Seconds a candidate may run before its worker is "
+                   "killed and replaced (0 = no limit).", lower_bound=0)
+
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")
     d.register_validator("trainer_devices", _valid_device_list_or_none,
@@ -203,7 +219,10 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
             max_memory_mb=f.max_memory_mb, mode=f.constraint_mode, soft_alpha=f.soft_alpha,
             soft_beta=f.soft_beta, infeasible_reward=f.infeasible_reward),
         devices=cfg.DeviceConfig(agent_device=agent_device, trainer_devices=trainer_devices,
-                                 threads_per_worker=f.threads_per_worker),
+                                 threads_per_worker=f.threads_per_worker, cluster=f.cluster,
+                                 ray_address=f.ray_address, num_trainers=f.num_trainers,
+                                 cpus_per_trainer=f.cpus_per_trainer, max_retries=f.max_retries,
+                                 trial_timeout=f.trial_timeout),
         search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
                                 log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
                                 searcher=f.searcher, lookahead=f.lookahead),
