@@ -105,6 +105,8 @@ class SearchConfig:
     preset: str = "gpu"
     searcher: str = "rl"
     lookahead: int = 1  # batches proposed before the oldest open one is learned from
+    population: int = 20   # regularized evolution: population size
+    sample_size: int = 5   # regularized evolution: tournament size
 
 
 @dataclasses.dataclass

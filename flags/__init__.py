@@ -92,8 +92,12 @@ def _define():
                      "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
                      "learning from batch s, whatever the timing: runs stay reproducible.",
                      lower_bound=0)
-    d.DEFINE_enum("searcher", "rl", ["rl", "random"], "Who proposes architectures: the RL "
-                  "controller, or uniform random sampling (a baseline).")
+    d.DEFINE_enum("searcher", "rl", ["rl", "random", "evolution"], "Who proposes "
+                  "architectures: the RL controller, uniform random sampling, or regularized "
+                  "evolution (baselines sharing the same trainers, critic, records and resume).")
+    d.DEFINE_integer("population", 20, "Regularized evolution: population size (the first "
+                     "--population candidates are random).", lower_bound=1)
+    d.DEFINE_integer("sample_size", 5, "Regularized evolution: tournament size.", lower_bound=1)
     # ---------------- constraints ----------------
     d.DEFINE_float("max_params", 0, "Bound on parameters (0 = none).", lower_bound=0)
     d.DEFINE_float("max_flops", 0, "Bound on multiply-adds per image (0 = none).", lower_bound=0)
@@ -140,6 +144,9 @@ def _define():
                          + ", ".join(OP_NAMES))
     d.register_validator("data_path", lambda p: not p or os.path.isdir(p),
                          "must be an existing dataset folder (make one with dataset_maker.py)")
+    d.register_multi_flags_validator(
+        ["population", "sample_size"], lambda f: f["sample_size"] <= f["population"],
+        "--sample_size must not exceed --population")
     d.register_multi_flags_validator(
         ["lr_max", "lr_min"], lambda f: f["lr_min"] <= f["lr_max"],
         "--lr_min must not exceed --lr_max")
@@ -225,5 +232,6 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
                                  trial_timeout=f.trial_timeout),
         search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
                                 log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
-                                searcher=f.searcher, lookahead=f.lookahead),
+                                searcher=f.searcher, lookahead=f.lookahead,
+                                population=f.population, sample_size=f.sample_size),
     )

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_config(log_dir, searcher="random", num_models=12, batch_size=4, num_nodes=3,
                 ops=("conv_1x1", "conv_3x3", "maxpool_3x3"), devices=("cpu", "cpu"),
-                resume=False, seed=0, **bounds):
+                resume=False, seed=0, lookahead=1, **bounds):
     return Config(
         data=DataConfig(), trainer=TrainerConfig(),
         agent=AgentConfig(num_nodes=num_nodes, ops=tuple(ops), batch_size=batch_size,
@@ -28,7 +28,8 @@ def make_config(log_dir, searcher="random", num_models=12, batch_size=4, num_nod
         constraints=ConstraintConfig(**bounds),
         devices=DeviceConfig(trainer_devices=tuple(devices)),
         search=SearchConfig(num_models=num_models, log_dir=str(log_dir), resume=resume,
-                            seed=seed, preset="cpu", searcher=searcher))
+                            seed=seed, preset="cpu", searcher=searcher, lookahead=lookahead,
+                            population=4, sample_size=2))
 
 
 def run(config, faults=None, delay=0.0):
@@ -156,7 +157,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     assert code == 0 and sorted(t["index"] for t in trials) == list(range(8))
 
 
-@pytest.mark.parametrize("searcher", ["random", "rl"])
+@pytest.mark.parametrize("searcher", ["random", "rl", "evolution"])
 def test_sigkill_then_resume_gives_the_uninterrupted_records(tmp_path, searcher):
     base = dict(searcher=searcher, num_models=12, batch_size=4, devices=("cpu",))
     ref_cfg = make_config(tmp_path / "ref", **base)
@@ -188,3 +189,23 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(tmp_path, searcher)
         [t["arch_hash"] for t in sorted(ref, key=key)]
     assert [t["reward"] for t in sorted(trials, key=key)] == \
         [t["reward"] for t in sorted(ref, key=key)]
+
+
+@pytest.mark.parametrize("searcher", ["rl", "evolution"])
+def test_same_seed_same_search_whatever_the_worker_count(tmp_path, searcher):
+    one = make_config(tmp_path / "one", searcher=searcher, devices=("cpu",))
+    two = make_config(tmp_path / "two", searcher=searcher, devices=("cpu", "cpu"))
+    _, a, _ = run(one, delay=0.01)
+    _, b, _ = run(two, delay=0.01)
+    key = lambda t: t["index"]
+    assert [(t["arch_hash"], t["reward"]) for t in sorted(a, key=key)] == \
+        [(t["arch_hash"], t["reward"]) for t in sorted(b, key=key)]
+
+
+def test_strict_alternation_without_lookahead(tmp_path):
+    config = make_config(tmp_path / "log", lookahead=0, num_models=8, batch_size=4)
+    code, trials, out = run(config)
+    assert code == 0 and sorted(t["index"] for t in trials) == list(range(8))
+    # With lookahead 0, no candidate of step 1 finishes before all of step 0 did.
+    order = [t["step"] for t in trials]
+    assert order == sorted(order)
