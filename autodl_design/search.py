@@ -508,4 +508,10 @@ def execute(config: Config, searcher, pool, log: Callable[[str], None]) -> int:
     finally:
         pool.terminate()
     log(summary_table(result, config))
+    if result.state.records:
+        from autodl_design import report
+        try:
+            log("report: %s" % report.write_report(config.search.log_dir))
+        except (ValueError, OSError) as e:
+            log("report could not be written: %s" % e)
     return 130 if result.interrupted else 0

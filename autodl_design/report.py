@@ -1,0 +1,278 @@
+"""Readable results of a search: PNG plots, cell drawings and a Markdown summary.
+
+Usage: ``python -m autodl_design.report --log_dir DIR`` (also run at the end
+of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
+``DIR/report/``:
+
+* ``progress.png``: reward and validation accuracy per evaluation with the
+  running best, against evaluations and against wall time;
+* ``tradeoffs.png``: accuracy against parameters and against latency, with
+  the feasible region shaded and the Pareto front marked;
+* ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs;
+* ``report.md``: settings, counts, time and the best candidates, linking the PNGs.
+"""
+import json
+import math
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from autodl_design import records
+from autodl_design.arch import Architecture, Cell
+
+REPORT_DIR = "report"
+STATUS_COLORS = {"ok": "tab:blue", "infeasible": "tab:red", "failed": "black",
+                 "duplicate": "tab:gray"}
+
+
+def _num(v) -> Optional[float]:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def pareto_front(points: Sequence[tuple]) -> List[int]:
+    """Indices of points (cost, accuracy) not dominated by another (lower cost, higher acc)."""
+    order = sorted(range(len(points)), key=lambda k: (points[k][0], -points[k][1]))
+    front, best = [], -math.inf
+    for k in order:
+        if points[k][1] > best:
+            front.append(k)
+            best = points[k][1]
+    return front
+
+
+def plot_progress(trials: List[Dict], path: str):
+    plt = _plt()
+    trials = sorted(trials, key=lambda t: t["index"])
+    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for col, xkey in enumerate(("index", "time")):
+        for row, (name, get) in enumerate((
+                ("reward", lambda t: _num(t["reward"])),
+                ("validation accuracy", lambda t: _num(t["metrics"].get("val_accuracy"))))):
+            ax = axes[row][col]
+            xs_best, ys_best, best = [], [], -math.inf
+            for t in sorted(trials, key=lambda t: t[xkey]):
+                x = t["index"] if xkey == "index" else (t["time"] - start) / 60.0
+                y = get(t)
+                if y is None:
+                    continue
+                ax.scatter([x], [y], s=14, color=STATUS_COLORS.get(t["status"], "tab:blue"))
+                eligible = name != "reward" or (t["status"] == "ok" and t["feasible"])
+                if eligible and y > best:
+                    best = y
+                if best > -math.inf:
+                    xs_best.append(x)
+                    ys_best.append(best)
+            if xs_best:
+                ax.step(xs_best, ys_best, where="post", color="tab:orange",
+                        label="running best" + (" (feasible)" if name == "reward" else ""))
+                ax.legend(loc="lower right", fontsize=8)
+            ax.set_xlabel("evaluation" if xkey == "index" else "wall time (min)")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s)
+               for s, c in STATUS_COLORS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tradeoffs(trials: List[Dict], bounds: Dict[str, float], path: str):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    seen = {}
+    for t in trials:
+        if t["status"] in ("ok", "duplicate") and _num(t["metrics"].get("val_accuracy")) is not None:
+            seen.setdefault(t["arch_hash"], t)
+    cands = list(seen.values())
+    for ax, key, label in ((axes[0], "params", "parameters"),
+                           (axes[1], "latency_ms", "latency (ms)")):
+        pts = [(_num(t["metrics"].get(key)), t["metrics"]["val_accuracy"], t) for t in cands]
+        pts = [p for p in pts if p[0] is not None]
+        if not pts:
+            ax.text(0.5, 0.5, "no trained candidate with %s" % label, ha="center",
+                    transform=ax.transAxes)
+            continue
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        ax.scatter(xs, ys, s=16, color="tab:blue", alpha=0.7, label="trained candidates")
+        front = pareto_front([(p[0], p[1]) for p in pts])
+        fx = [xs[k] for k in front]
+        fy = [ys[k] for k in front]
+        ax.step(fx, fy, where="post", color="tab:orange", lw=1.5)
+        ax.scatter(fx, fy, s=40, facecolors="none", edgecolors="tab:orange", label="Pareto front")
+        if key in bounds:
+            ax.axvspan(min(xs + [bounds[key]]) * 0.9, bounds[key], color="tab:green", alpha=0.12,
+                       label="feasible (%s <= %g)" % (key, bounds[key]))
+            ax.axvline(bounds[key], color="tab:green", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _layers(cell: Cell) -> List[int]:
+    depth = [0] * cell.num_nodes
+    for j in range(cell.num_nodes):
+        preds = cell.predecessors(j)
+        depth[j] = 1 + max((depth[i] for i in preds), default=0)
+    return depth
+
+
+def draw_cell(cell: Cell, title: str, path: str):
+    """Draws a cell as a layered DAG: input, nodes (op names), output."""
+    plt = _plt()
+    depth = _layers(cell)
+    last = max(depth) + 1
+    by_layer: Dict[int, List[int]] = {}
+    for v, d in enumerate(depth):
+        by_layer.setdefault(d, []).append(v)
+    width = max(len(v) for v in by_layer.values())
+    pos = {"in": (0.0, (width - 1) / 2.0), "out": (float(last), (width - 1) / 2.0)}
+    for d, nodes in by_layer.items():
+        off = (width - len(nodes)) / 2.0
+        for k, v in enumerate(nodes):
+            pos[v] = (float(d), off + k)
+    fig, ax = plt.subplots(figsize=(2.2 * (last + 1), 1.0 + 1.1 * width))
+    edges = [(i, j) for i in range(cell.num_nodes) for j in cell.successors(i)]
+    edges += [("in", j) for j in range(cell.num_nodes) if not cell.predecessors(j)]
+    edges += [(i, "out") for i in cell.output_nodes()]
+    for a, b in edges:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.annotate("", xy=(x1 - 0.28, y1), xytext=(x0 + 0.28, y0),
+                    arrowprops=dict(arrowstyle="->", color="0.35", lw=1,
+                                    connectionstyle="arc3,rad=0.08"))
+    for v, (x, y) in pos.items():
+        if v in ("in", "out"):
+            text, color = ("cell input" if v == "in" else "concat + 1x1"), "#dddddd"
+        else:
+            text = "%d: %s" % (v, cell.ops[v])
+            color = "#cfe2f3" if "pool" in cell.ops[v] else "#fde9c9"
+        ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="0.4"))
+    ax.set_xlim(-0.6, last + 0.6)
+    ax.set_ylim(-0.8, width - 0.2)
+    ax.invert_yaxis()
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(v, pattern="%.4f"):
+    v = _num(v)
+    return pattern % v if v is not None else "n/a"
+
+
+def write_report(log_dir: str, top: int = 5) -> str:
+    """Builds ``log_dir/report/``; returns the path of report.md.
+
+    Raises:
+      ValueError: the folder holds no search records.
+    """
+    trials_path = os.path.join(log_dir, records.TRIALS_FILE)
+    trials = records.read_trials(trials_path)
+    if not trials:
+        raise ValueError("%s holds no search records (no %s): run a search first"
+                         % (log_dir, trials_path))
+    config = {}
+    cfg_path = os.path.join(log_dir, records.CONFIG_FILE)
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            config = json.load(f)
+    cons = config.get("constraints", {})
+    named = {"params": cons.get("max_params", 0), "flops": cons.get("max_flops", 0),
+             "latency_ms": cons.get("max_latency_ms", 0),
+             "memory_mb": cons.get("max_memory_mb", 0)}
+    bounds = {k: v for k, v in named.items() if v and v > 0}
+    out = os.path.join(log_dir, REPORT_DIR)
+    os.makedirs(out, exist_ok=True)
+    plot_progress(trials, os.path.join(out, "progress.png"))
+    plot_tradeoffs(trials, bounds, os.path.join(out, "tradeoffs.png"))
+    state = records.RunState(trials)
+    best = state.best
+    lines = ["# Search report: %s" % os.path.abspath(log_dir), ""]
+    counts = {s: sum(t["status"] == s for t in trials) for s in records.STATUSES}
+    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    wall = max(t["time"] for t in trials) - start
+    search = config.get("search", {})
+    lines += ["| setting | value |", "|---|---|",
+              "| searcher | %s |" % search.get("searcher", "?"),
+              "| evaluations | %d (ok %d, failed %d, infeasible %d, duplicates %d) |"
+              % (len(trials), counts["ok"], counts["failed"], counts["infeasible"],
+                 counts["duplicate"]),
+              "| wall time | %.0f s (%.1f evaluations/hour) |"
+              % (wall, len(trials) / (wall / 3600.0) if wall > 0 else 0.0),
+              "| constraints | %s |" % (", ".join("%s <= %g" % kv for kv in bounds.items())
+                                        + " (%s mode)" % cons.get("mode", "hard")
+                                        if bounds else "none"),
+              "| latency source | %s |" % _latency_source(trials), ""]
+    lines += ["![progress](progress.png)", "", "![accuracy vs cost](tradeoffs.png)", ""]
+    if best is None:
+        lines += ["**There are no possible architecture satisfying constraints!**", ""]
+    else:
+        arch = Architecture.from_dict(best["arch"])
+        draw_cell(arch.normal, "best normal cell (#%d)" % best["index"],
+                  os.path.join(out, "best_normal_cell.png"))
+        draw_cell(arch.reduction, "best reduction cell (#%d)" % best["index"],
+                  os.path.join(out, "best_reduction_cell.png"))
+        lines += ["## Best architecture: #%d" % best["index"], "",
+                  "![best normal cell](best_normal_cell.png)", "",
+                  "![best reduction cell](best_reduction_cell.png)", "",
+                  "```json", arch.to_json().rstrip(), "```", ""]
+    ranked = sorted((t for t in trials if t["status"] == "ok" and _num(t["reward"]) is not None),
+                    key=lambda t: (-t["reward"], t["index"]))[:top]
+    if ranked:
+        lines += ["## Top %d candidates" % len(ranked), "",
+                  "| # | reward | val acc | test acc | params | FLOPs | latency ms | memory MB "
+                  "| feasible |", "|---|---|---|---|---|---|---|---|---|"]
+        for t in ranked:
+            m = t["metrics"]
+            lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                t["index"], _fmt(t["reward"]), _fmt(m.get("val_accuracy")),
+                _fmt(m.get("test_accuracy")), _fmt(m.get("params"), "%d"),
+                _fmt(m.get("flops"), "%d"), _fmt(m.get("latency_ms"), "%.3f"),
+                _fmt(m.get("memory_mb"), "%.2f"), "yes" if t["feasible"] else "no"))
+        lines.append("")
+    path = os.path.join(out, "report.md")
+    records.atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _latency_source(trials: List[Dict]) -> str:
+    sources = sorted({str(t["metrics"].get("latency_source", "measured on the trainer device"))
+                      for t in trials if "latency_ms" in t["metrics"]})
+    return ", ".join(sources) if sources else "n/a"
+
+
+def main(argv=None) -> int:
+    from absl import app
+    import flags  # the project's flags; --log_dir names the search folder
+
+    def run(_):
+        try:
+            path = write_report(flags.FLAGS.log_dir)
+        except (ValueError, OSError) as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
+        print("report written: %s" % path)
+        return 0
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
