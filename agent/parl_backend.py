@@ -5,7 +5,12 @@ PARL 2.2.1 picks its backend on import and looks for the removed
 about a missing ccache on import. Import ``paddle`` and ``parl`` from here::
 
     from agent.parl_backend import paddle, parl
+
+``parl`` is imported on first use only: importing PARL starts a
+multiprocessing Manager and a child process (its framework check), which the
+trainer workers, who only need Paddle, should not pay for.
 """
+import importlib
 import logging
 import os
 import warnings
@@ -20,11 +25,21 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="No ccache found")
     import paddle  # noqa: E402
 
-# PARL logs an INFO line when it switches backend; its logger object is the
-# one named "PARL", so a filter added before the import drops just that line.
-logging.getLogger("PARL").addFilter(
-    lambda record: "switching backend framework" not in record.getMessage())
-import parl  # noqa: E402
+
+def _import_parl():
+    # On import PARL logs INFO lines (the backend switch, the program's argv);
+    # its logger object is the one named "PARL", so a filter added before the
+    # import keeps its warnings and errors and drops the INFO chatter.
+    logging.getLogger("PARL").addFilter(lambda record: record.levelno >= logging.WARNING)
+    return importlib.import_module("parl")
+
+
+def __getattr__(name):
+    if name == "parl":
+        module = _import_parl()
+        globals()["parl"] = module
+        return module
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def check_installation():
@@ -34,6 +49,7 @@ def check_installation():
         raise RuntimeError(
             "paddlepaddle %s is installed; autodl-design needs Paddle 3.x "
             "(2.6.2 crashes in zlib on Debian 12, Paddle #70538): run setup.sh" % paddle.__version__)
+    parl = __getattr__("parl")
     if parl.__version__ != "2.2.1":
         raise RuntimeError("parl %s is installed; autodl-design is tested with 2.2.1: run setup.sh"
                            % parl.__version__)

@@ -8,6 +8,7 @@ import os
 from typing import Optional
 
 from absl import flags as absl_flags
+from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, reused below)
 
 from autodl_design import config as cfg
 from autodl_design.ops import OP_NAMES, parse_ops

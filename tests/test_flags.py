@@ -16,8 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse(argv):
     """Parses argv into a fresh copy of the project's flags (global FLAGS untouched)."""
     fv = absl_flags.FlagValues()
-    for name in flags.FLAGS:
-        fv[name] = flags.FLAGS[name]
+    fv.append_flag_values(flags.FLAGS)
     fv.unparse_flags()
     fv(["prog"] + list(argv))
     return fv

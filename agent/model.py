@@ -1,0 +1,250 @@
+"""The controller's policy network: a multi-layer LSTM that writes both cells of an architecture.
+
+For a batch of B architectures the LSTM runs over one sequence that describes
+the normal cell, then the reduction cell, as AutoDL Design's controller does.
+Per cell of N nodes (``j`` = node, ``K`` = number of ops = ``num_tokens``)::
+
+    step 0           : input x0                 -> token head -> token of node 0
+    step 2j-1 (j>=1) : input one_hot(token j-1) -> adj head   -> j bits (preds 0..j-1 of node j)
+    step 2j   (j>=1) : input adjacency bits j   -> token head -> token of node j
+
+so a cell takes 2N-1 LSTM steps and the whole architecture 2(2N-1). ``x0`` is
+all zeros for the normal cell and the one-hot of the normal cell's last token
+for the reduction cell (the LSTM state carries on across cells). Every input
+is a vector of width ``D = max(K, N-1)``: a token as a one-hot of width K and
+the j adjacency bits padded with zeros to width N-1, both padded to D.
+
+Each decision has its own output layer (AutoDL Design creates a new fc layer
+per decision): 2N token heads ``H -> K`` and 2(N-1) adjacency heads
+``H -> N-1`` of which node j uses the first j outputs. A head's raw output l is
+squashed to ``tanh(l / temperature) * tanh_constant``; tokens are categorical
+over these logits, adjacency bits independent Bernoulli with
+``p = sigmoid(logit)``.
+
+Sampling takes the randomness as uniforms drawn by the caller (the agent's
+seeded numpy generator), which makes a sample a pure function of the weights
+and the uniforms: token = the inverse CDF of the softmax at u, bit = u < p.
+"""
+from typing import Tuple
+
+import numpy as np
+
+from agent.parl_backend import paddle, parl
+
+F = paddle.nn.functional
+
+
+class ControllerModel(parl.Model):
+    """LSTM policy over (tokens, adjacency bits) of a normal and a reduction cell.
+
+    Args:
+      num_nodes: N, nodes per cell (>= 2).
+      num_tokens: K, ops the token heads choose from (>= 1).
+      hidden_size: H, LSTM hidden size.
+      num_layers: LSTM layers.
+      temperature: T in ``tanh(l / T) * C``.
+      tanh_constant: C in ``tanh(l / T) * C``.
+      seed: seeds the weight initialisation (a numpy generator; Paddle's global
+        RNG is not used, so two models built with the same seed are equal).
+
+    Parameters (all float32): ``lstm`` (``paddle.nn.LSTM``, input D = max(K,
+    N-1), weights U(-0.1, 0.1) and biases 0 as AutoDL Design's LstmUnit),
+    ``token_w`` [2N, H, K], ``token_b`` [2N, 1, K], ``adj_w`` [2(N-1), H, N-1],
+    ``adj_b`` [2(N-1), 1, N-1] (weights truncated normal with std sqrt(2/H)
+    as AutoDL Design's heads, biases 0).
+    """
+
+    def __init__(self, num_nodes: int, num_tokens: int, hidden_size: int = 64,
+                 num_layers: int = 2, temperature: float = 5.0, tanh_constant: float = 2.5,
+                 seed: int = 0):
+        # A fixed name scope keeps parameter names (and so the keys of the
+        # optimizer's state) the same in every process, whatever was built before.
+        with paddle.utils.unique_name.guard("controller_"):
+            super().__init__()
+            self._build(num_nodes, num_tokens, hidden_size, num_layers, temperature,
+                        tanh_constant)
+        self._init_weights(np.random.default_rng([seed, 0]))
+        self._build_index()
+
+    def _build(self, num_nodes, num_tokens, hidden_size, num_layers, temperature,
+               tanh_constant):
+        if num_nodes < 2:
+            raise ValueError("num_nodes must be at least 2, got %d" % num_nodes)
+        if num_tokens < 1:
+            raise ValueError("num_tokens must be at least 1, got %d" % num_tokens)
+        n, k, h = num_nodes, num_tokens, hidden_size
+        self.num_nodes, self.num_tokens = n, k
+        self.hidden_size, self.num_layers = h, num_layers
+        self.temperature, self.tanh_constant = float(temperature), float(tanh_constant)
+        self.input_size = max(k, n - 1)
+        self.num_steps = 2 * (2 * n - 1)
+        self.lstm = paddle.nn.LSTM(self.input_size, h, num_layers)
+        self.token_w = self.create_parameter([2 * n, h, k])
+        self.token_b = self.create_parameter([2 * n, 1, k], is_bias=True)
+        self.adj_w = self.create_parameter([2 * (n - 1), h, n - 1])
+        self.adj_b = self.create_parameter([2 * (n - 1), 1, n - 1], is_bias=True)
+
+    # ------------------------------------------------------------------ setup
+    def _init_weights(self, rng: np.random.Generator):
+        std = np.sqrt(2.0 / self.hidden_size)
+        for name, p in self.named_parameters():
+            shape = tuple(p.shape)
+            if name.startswith("lstm.") and ".weight_" in name:
+                value = rng.uniform(-0.1, 0.1, shape)
+            elif name in ("token_w", "adj_w"):
+                value = rng.standard_normal(shape)
+                bad = np.abs(value) > 2
+                while bad.any():  # truncated normal: redraw beyond 2 std
+                    value[bad] = rng.standard_normal(int(bad.sum()))
+                    bad = np.abs(value) > 2
+                value = value * std
+            else:  # LSTM and head biases
+                value = np.zeros(shape)
+            p.set_value(value.astype(np.float32))
+
+    def _build_index(self):
+        """Index arrays mapping flat vectors to sequence steps and heads."""
+        n = self.num_nodes
+        cell_steps = 2 * n - 1
+        # Output step of each token (flat order) and of each adjacency head.
+        self.token_steps = np.array([c * cell_steps + 2 * j for c in range(2) for j in range(n)])
+        self.adj_steps = np.array([c * cell_steps + 2 * j - 1 for c in range(2)
+                                   for j in range(1, n)])
+        # Input steps fed with a token one-hot: step s+1 after each token
+        # output s, except the very last token (nothing follows it).
+        self.token_input_steps = self.token_steps[:-1] + 1
+        # Each adjacency bit of the flat adjvec: its head, its column and the
+        # input step it is fed back at (the step after the head's output).
+        heads, cols = [], []
+        for c in range(2):
+            for j in range(1, n):
+                heads.extend([c * (n - 1) + j - 1] * j)
+                cols.extend(range(j))
+        self.bit_head = np.array(heads)
+        self.bit_col = np.array(cols)
+        self.bit_input_step = self.adj_steps[self.bit_head] + 1
+        mask = np.zeros([2 * (n - 1), 1, n - 1], np.float32)
+        mask[self.bit_head, 0, self.bit_col] = 1
+        self.adj_mask = mask
+
+    # ------------------------------------------------------------- utilities
+    def squash(self, raw):
+        """``tanh(raw / T) * C`` (Paddle tensor in, same shape out)."""
+        return paddle.tanh(raw * (1.0 / self.temperature)) * self.tanh_constant
+
+    def build_inputs(self, tokens: np.ndarray, adjvec: np.ndarray) -> np.ndarray:
+        """Teacher-forcing input sequence for given decisions.
+
+        Args:
+          tokens: int [B, 2N], flat token order (normal cell then reduction).
+          adjvec: int [B, N(N-1)], flat adjacency order (see autodl_design.arch).
+
+        Returns:
+          float32 [B, 2(2N-1), D]: the LSTM input at every step, as in sampling.
+        """
+        b = tokens.shape[0]
+        x = np.zeros([b, self.num_steps, self.input_size], np.float32)
+        rows = np.arange(b)[:, None]
+        x[rows, self.token_input_steps[None, :], tokens[:, :-1]] = 1.0
+        x[:, self.bit_input_step, self.bit_col] = adjvec
+        return x
+
+    def adj_bits(self, adjvec: np.ndarray) -> np.ndarray:
+        """float32 [2(N-1), B, N-1]: adjvec laid out per head, zero beyond column j."""
+        out = np.zeros([2 * (self.num_nodes - 1), adjvec.shape[0], self.num_nodes - 1],
+                       np.float32)
+        out[self.bit_head, :, self.bit_col] = adjvec.T
+        return out
+
+    # ------------------------------------------------------------- policy
+    def forward(self, inputs):
+        """Head logits for a whole teacher-forced sequence.
+
+        Args:
+          inputs: float32 tensor [B, 2(2N-1), D] from ``build_inputs``.
+
+        Returns:
+          (token_logits [2N, B, K], adj_logits [2(N-1), B, N-1]) float32,
+          squashed; adjacency logits beyond column j of node j are unused.
+        """
+        out, _ = self.lstm(inputs)                     # [B, S, H]
+        out = paddle.transpose(out, [1, 0, 2])         # [S, B, H]
+        tok_h = paddle.gather(out, paddle.to_tensor(self.token_steps))
+        adj_h = paddle.gather(out, paddle.to_tensor(self.adj_steps))
+        token_logits = self.squash(paddle.bmm(tok_h, self.token_w) + self.token_b)
+        adj_logits = self.squash(paddle.bmm(adj_h, self.adj_w) + self.adj_b)
+        return token_logits, adj_logits
+
+    def log_prob_entropy(self, tokens: np.ndarray, adjvec: np.ndarray):
+        """Log-probability and entropy of given architectures under the policy.
+
+        Args:
+          tokens: int [B, 2N]; adjvec: int [B, N(N-1)] (flat controller order).
+
+        Returns:
+          (log_prob, entropy): float32 tensors [B] (differentiable). The
+          entropy is the sum over the 2N token and N(N-1) Bernoulli decisions
+          of each decision's entropy at the visited states.
+        """
+        tokens = np.asarray(tokens, np.int64)
+        adjvec = np.asarray(adjvec, np.float32)
+        x = paddle.to_tensor(self.build_inputs(tokens, adjvec))
+        token_logits, adj_logits = self.forward(x)
+        logp_all = F.log_softmax(token_logits, axis=-1)                   # [2N, B, K]
+        idx = paddle.to_tensor(tokens.T[:, :, None])
+        logp_tok = paddle.take_along_axis(logp_all, idx, axis=-1).squeeze(-1).sum(0)
+        ent_tok = -(paddle.exp(logp_all) * logp_all).sum([0, 2])
+        bits = paddle.to_tensor(self.adj_bits(adjvec))
+        mask = paddle.to_tensor(self.adj_mask)
+        # log p(bit) = -BCE(logit, bit); log sigmoid(l) = -softplus(-l).
+        nll = F.binary_cross_entropy_with_logits(adj_logits, bits, reduction="none")
+        logp_adj = -(nll * mask).sum([0, 2])
+        p = F.sigmoid(adj_logits)
+        ent_bits = p * F.softplus(-adj_logits) + (1 - p) * F.softplus(adj_logits)
+        ent_adj = (ent_bits * mask).sum([0, 2])
+        return logp_tok + logp_adj, ent_tok + ent_adj
+
+    @paddle.no_grad()
+    def sample(self, u_tokens: np.ndarray, u_adj: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Samples B architectures step by step, feeding each decision back.
+
+        Args:
+          u_tokens: float [B, 2N] uniforms in [0, 1), one per token.
+          u_adj: float [B, N(N-1)] uniforms in [0, 1), one per adjacency bit,
+            in flat adjvec order.
+
+        Returns:
+          (tokens int32 [B, 2N], adjvec int32 [B, N(N-1)]) in flat order.
+        """
+        n, k, d = self.num_nodes, self.num_tokens, self.input_size
+        b = u_tokens.shape[0]
+        ut = paddle.to_tensor(np.asarray(u_tokens, np.float32))
+        ua = paddle.to_tensor(np.asarray(u_adj, np.float32))
+        state = (paddle.zeros([self.num_layers, b, self.hidden_size]),
+                 paddle.zeros([self.num_layers, b, self.hidden_size]))
+        x = paddle.zeros([b, 1, d])
+        tokens, bits_out = [], []
+        bit_pos = 0
+        for c in range(2):
+            for j in range(n):
+                if j > 0:
+                    out, state = self.lstm(x, state)
+                    head = c * (n - 1) + j - 1
+                    raw = paddle.matmul(out[:, 0], self.adj_w[head, :, :j]) + self.adj_b[head, :, :j]
+                    p = F.sigmoid(self.squash(raw))
+                    bits = paddle.cast(ua[:, bit_pos:bit_pos + j] < p, "float32")
+                    bit_pos += j
+                    bits_out.append(bits)
+                    x = F.pad(bits, [0, d - j]).unsqueeze(1) if j < d else bits.unsqueeze(1)
+                out, state = self.lstm(x, state)
+                pos = c * n + j
+                logits = self.squash(paddle.matmul(out[:, 0], self.token_w[pos]) + self.token_b[pos])
+                cdf = paddle.cumsum(F.softmax(logits, axis=-1), axis=-1)
+                # Inverse CDF; the clip guards u above a rounded-down cdf[-1].
+                tok = paddle.clip(paddle.sum(paddle.cast(cdf < ut[:, pos:pos + 1], "int64"),
+                                             axis=-1), max=k - 1)
+                tokens.append(tok)
+                x = F.one_hot(tok, d).unsqueeze(1)
+        tokens = paddle.stack(tokens, axis=1).numpy().astype(np.int32)
+        adjvec = paddle.concat(bits_out, axis=1).numpy().astype(np.int32)
+        return tokens, adjvec

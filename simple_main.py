@@ -1,0 +1,85 @@
+"""AutoDL Design's pseudo-reward check of the controller (no network is trained).
+
+Each step samples ``--batch_size`` architectures, rewards each with the number
+of its 2N tokens equal to ``--target_token`` (at most 2N = 20), and makes one
+REINFORCE update with ``agent.learn_from_rewards``. The average reward should
+climb towards 20::
+
+    .venv/bin/python simple_main.py --num_models 300 --seed 0 --result_json /tmp/simple.json
+
+``--num_models`` is the number of steps (default 300 here; the size presets
+of the real search do not apply). Same ``--seed``, same reward curve on CPU.
+"""
+import json
+import os
+import sys
+import tempfile
+from typing import Callable, Dict, Optional
+
+from absl import app  # before `flags`: absl.logging defines --log_dir, `flags` reuses it
+from absl import flags as absl_flags
+
+import flags  # noqa: F401  (defines the shared flags)
+
+FLAGS = absl_flags.FLAGS
+DEFAULT_STEPS = 300
+
+if "target_token" not in FLAGS:
+    absl_flags.DEFINE_integer("target_token", 1, "Token index (into --ops) the pseudo reward "
+                              "counts; AutoDL Design's simple_main uses 1.", lower_bound=0)
+    absl_flags.DEFINE_string("result_json", "", "If set, write the summary and the whole "
+                             "reward curve to this JSON file.")
+
+
+def simple_run(agent_config, num_steps: int, seed: int, target_token: int,
+               log: Optional[Callable[[str], None]] = print) -> Dict:
+    """``agent.agent.run_pseudo_reward`` (kept here under AutoDL Design's name)."""
+    from agent.agent import run_pseudo_reward
+    return run_pseudo_reward(agent_config, num_steps, seed, target_token, log=log)
+
+
+def summary_line(result: Dict) -> str:
+    return ("steps=%d, mean reward over the last %d steps=%.3f (target %d), wall time=%.1f s "
+            "(%.1f ms/step)" % (result["steps"], min(result["window"], result["steps"]),
+                                result["mean_reward_last_50"], result["target"],
+                                result["wall_time_s"], result["ms_per_step"]))
+
+
+def write_json_atomically(path: str, obj) -> None:
+    """Writes ``obj`` as JSON to a temporary file next to ``path``, then renames it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".%s.tmp-" % os.path.basename(path), dir=parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv):
+    if len(argv) > 1:
+        print("error: unexpected arguments %s: simple_main takes only --flags" % argv[1:],
+              file=sys.stderr)
+        return 2
+    import dataclasses
+    config = flags.build_config()
+    steps = config.search.num_models if FLAGS["num_models"].present else DEFAULT_STEPS
+    try:
+        result = simple_run(config.agent, steps, config.search.seed, FLAGS.target_token)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print(summary_line(result))
+    if FLAGS.result_json:
+        result["agent"] = dataclasses.asdict(config.agent)
+        write_json_atomically(FLAGS.result_json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
