@@ -457,7 +457,7 @@ def run_from_config(config: Config, log: Callable[[str], None] = None,
         manifest = read_manifest(data_path)
         log("data: %s (%s, %d classes, images %s)"
             % (data_path, manifest["source"], len(manifest["class_names"]),
-               "x".join(map(str, manifest["image_shape"]))))
+               "x".join(map(str, manifest["image_shape_hwc"]))))
         from trainer import evaluate as real_eval
         problem = real_eval.unsatisfiable(config, manifest)
         if problem:

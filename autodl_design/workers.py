@@ -116,6 +116,9 @@ class LocalPool:
     def _spawn(self, w: int):
         self._task_qs[w] = self._ctx.Queue()
         p = self._ctx.Process(
+            # Daemonic, so that an exit that skipped terminate() (a second
+            # Ctrl-C) does not wait for it; it also dies with its parent
+            # (PR_SET_PDEATHSIG) if the parent is SIGKILLed.
             target=_worker_main, name="trainer-%d" % w, daemon=True,
             args=(w, self.devices[w], self.threads, self.setup_path, self.eval_path,
                   self.setup_args, self._task_qs[w], self._result_q))
