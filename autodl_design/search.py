@@ -40,6 +40,7 @@ class SearchResult:
     interrupted: bool
     steps: int
     restarts: int
+    searcher_seconds: float = 0.0
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -71,6 +72,7 @@ class Search:
         self.reusable: Dict[str, Dict] = {}
         self.start_time = time.time()
         self.interrupted = False
+        self.searcher_seconds = 0.0  # proposing, learning and checkpointing
 
     # ----- records -----
     def open(self):
@@ -221,7 +223,10 @@ class Search:
             n = min(self.config.agent.batch_size, self.total - first)
             if n <= 0:
                 break
-            self._open(step, first, self.searcher.propose(n), self.searcher.step)
+            t0 = time.perf_counter()
+            archs = self.searcher.propose(n)
+            self.searcher_seconds += time.perf_counter() - t0
+            self._open(step, first, archs, self.searcher.step)
             changed = True
         if changed:
             self._save_pending()
@@ -265,8 +270,10 @@ class Search:
             usable = r["status"] in REUSABLE or (r["status"] == "duplicate"
                                                  and r["reward"] is not None)
             rewards.append(r["reward"] if usable else None)
+        t0 = time.perf_counter()
         self.searcher.observe(batch["archs"], rewards)
         self.searcher.save(os.path.join(self.log_dir, CHECKPOINT_DIR))
+        self.searcher_seconds += time.perf_counter() - t0
         accs = [by_index[i]["metrics"].get("val_accuracy") for i in batch["indices"]]
         accs = [a for a in accs if isinstance(a, (int, float)) and math.isfinite(a)]
         avg = sum(accs) / len(accs) if accs else float("nan")
@@ -353,7 +360,8 @@ class Search:
         return SearchResult(state=self.state, best=best, closest=closest,
                             seconds=time.time() - self.start_time,
                             interrupted=self.interrupted, steps=self.searcher.step,
-                            restarts=getattr(self.pool, "restarts", 0))
+                            restarts=getattr(self.pool, "restarts", 0),
+                            searcher_seconds=self.searcher_seconds)
 
 
 def _clean_metrics(metrics: Dict) -> Dict:
@@ -411,8 +419,11 @@ def summary_table(result: SearchResult, config: Config) -> str:
     hours = result.seconds / 3600.0
     lines.append("evaluations: %d (ok %d, failed %d, infeasible %d, duplicates %d)"
                  % (n, counts["ok"], counts["failed"], counts["infeasible"], counts["duplicate"]))
-    lines.append("wall time: %.0f s, %.1f evaluations/hour, %d controller steps%s"
+    lines.append("wall time: %.0f s, %.1f evaluations/hour, %d controller steps taking %.1f s "
+                 "(%.1f%% of wall time)%s"
                  % (result.seconds, n / hours if hours > 0 else 0.0, result.steps,
+                    result.searcher_seconds,
+                    100.0 * result.searcher_seconds / result.seconds if result.seconds else 0.0,
                     ", %d worker restarts" % result.restarts if result.restarts else ""))
     if result.interrupted:
         lines.append("interrupted: continue with --resume --log_dir %s" % config.search.log_dir)
