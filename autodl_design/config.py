@@ -106,6 +106,8 @@ class SearchConfig:
     searcher: str = "rl"
     lookahead: int = 1  # batches proposed before the oldest open one is learned from
     population: int = 20   # regularized evolution: population size
+    early_termination: str = "none"  # "none" or "median"
+    cull_start_epoch: int = 2        # first epoch at which the median rule may stop a candidate
     sample_size: int = 5   # regularized evolution: tournament size
 
 

@@ -61,10 +61,10 @@ class TrainerActor:
     def ready(self):
         return {"node": self.node, "pid": self.pid, "device": self.device}
 
-    def evaluate(self, index: int, arch_dict: Dict, seed: int) -> Dict:
+    def evaluate(self, index: int, arch_dict: Dict, seed: int, options: Dict) -> Dict:
         start = time.time()
         try:
-            metrics = self.evaluate_fn(arch_dict, index, seed, self.context)
+            metrics = self.evaluate_fn(arch_dict, index, seed, self.context, options)
         except Exception as e:
             metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
         metrics.setdefault("seconds", time.time() - start)
@@ -181,13 +181,16 @@ class RayPool:
     def busy(self) -> int:
         return len(self._busy)
 
-    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int):
-        self._send(worker, {"index": index, "arch": arch_dict, "seed": seed, "attempts": 0})
+    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int,
+               options: Optional[Dict] = None):
+        self._send(worker, {"index": index, "arch": arch_dict, "seed": seed,
+                            "options": options or {}, "attempts": 0})
 
     def _send(self, worker: int, task: Dict):
         task["start"] = time.time()
         task["worker"] = worker
-        ref = self.actors[worker].evaluate.remote(task["index"], task["arch"], task["seed"])
+        ref = self.actors[worker].evaluate.remote(task["index"], task["arch"], task["seed"],
+                                                  task["options"])
         self._busy[worker] = task
         self._refs[ref] = worker
 

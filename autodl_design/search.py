@@ -16,7 +16,7 @@ import shutil
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from autodl_design import critic, records
+from autodl_design import critic, evaluation, records
 from autodl_design.arch import Architecture
 from autodl_design.config import Config
 
@@ -254,8 +254,25 @@ class Search:
                     return
                 b["queue"].pop(0)
                 self.pool.submit(free[0], index, arch.to_dict(),
-                                 candidate_seed(self.config.search.seed, index))
+                                 candidate_seed(self.config.search.seed, index),
+                                 self._task_options(b["step"]))
                 self.in_flight[index] = (arch, h)
+
+    def _task_options(self, step: int) -> Dict:
+        """Per-candidate trainer options; for median early termination, the thresholds.
+
+        The thresholds of batch ``step`` come only from batches that were
+        learned from before it was proposed (steps <= step - 1 - lookahead),
+        so they do not depend on timing.
+        """
+        if self.config.search.early_termination != "median":
+            return {}
+        limit = step - 1 - self.config.search.lookahead
+        histories = [r["metrics"]["val_history"] for r in self.state.records
+                     if r["step"] <= limit and r["status"] == "ok"
+                     and isinstance(r["metrics"].get("val_history"), list)]
+        return {"cull": evaluation.median_thresholds(histories, self.config.trainer.early_stop),
+                "cull_start_epoch": self.config.search.cull_start_epoch}
 
     def _release_twins(self, h: str):
         """Candidates that waited for an in-flight twin: reuse its result or run them."""
@@ -288,6 +305,10 @@ class Search:
     def _finish(self, step: int, index: int, arch: Architecture, metrics: Dict, worker, device):
         status = metrics.get("status", "failed")
         reason = metrics.get("reason", "")
+        if status == "ok" and metrics.get("stopped_early"):
+            reason = ("stopped early after epoch %d of %d: validation accuracy below the median "
+                      "of earlier candidates" % (metrics.get("epochs", 0),
+                                                 self.config.trainer.early_stop))
         reward = None
         feasible = False
         if status in ("ok", "infeasible"):
@@ -333,7 +354,7 @@ class Search:
             parts.append("params %s" % _si(m["params"]))
         if isinstance(m.get("latency_ms"), (int, float)):
             parts.append("lat %.2f ms" % m["latency_ms"])
-        if r["status"] in ("failed", "infeasible", "duplicate") and r["reason"]:
+        if r["reason"]:
             parts.append("(%s)" % r["reason"][:120])
         elapsed = time.time() - self.start_time
         done = max(self.state.num_done, 1)

@@ -8,8 +8,9 @@ reported as failed with the exit code and the worker is replaced.
 
 The evaluation function is named by ``"module:function"`` so that tests can
 run the real loop with a cheap fake trainer; it is called as
-``fn(arch_dict, index, seed, context) -> metrics dict`` in the worker, where
-``context`` is what ``setup_fn`` returned once at start.
+``fn(arch_dict, index, seed, context, options) -> metrics dict`` in the
+worker, where ``context`` is what ``setup_fn`` returned once at start and
+``options`` holds per-candidate settings (e.g. early-termination thresholds).
 """
 import importlib
 import multiprocessing as mp
@@ -59,10 +60,10 @@ def _worker_main(worker_id: int, device: str, threads: int, setup_path: str, eva
         task = task_q.get()
         if task is None:
             return
-        index, arch_dict, seed = task
+        index, arch_dict, seed, options = task
         start = time.time()
         try:
-            metrics = evaluate(arch_dict, index, seed, context)
+            metrics = evaluate(arch_dict, index, seed, context, options)
         except Exception as e:
             metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e),
                        "traceback": traceback.format_exc(limit=5)}
@@ -181,10 +182,11 @@ class LocalPool:
     def free_workers(self) -> List[int]:
         return [w for w in range(self.size) if w not in self._busy and self._ready[w]]
 
-    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int):
+    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int,
+               options: Optional[Dict] = None):
         assert worker not in self._busy
         self._busy[worker] = (index, time.time())
-        self._task_qs[worker].put((index, arch_dict, seed))
+        self._task_qs[worker].put((index, arch_dict, seed, options or {}))
 
     def busy(self) -> int:
         return len(self._busy)

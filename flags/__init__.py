@@ -99,6 +99,11 @@ def _define():
     d.DEFINE_integer("population", 20, "Regularized evolution: population size (the first "
                      "--population candidates are random).", lower_bound=1)
     d.DEFINE_integer("sample_size", 5, "Regularized evolution: tournament size.", lower_bound=1)
+    d.DEFINE_enum("early_termination", "none", ["none", "median"], "median: stop a candidate "
+                  "whose validation accuracy is below the median of earlier candidates at the "
+                  "same epoch; its reward is its accuracy at that point.")
+    d.DEFINE_integer("cull_start_epoch", 2, "First epoch at which --early_termination=median "
+                     "may stop a candidate.", lower_bound=1)
     # ---------------- constraints ----------------
     d.DEFINE_float("max_params", 0, "Bound on parameters (0 = none).", lower_bound=0)
     d.DEFINE_float("max_flops", 0, "Bound on multiply-adds per image (0 = none).", lower_bound=0)
@@ -234,5 +239,7 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
         search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
                                 log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
                                 searcher=f.searcher, lookahead=f.lookahead,
-                                population=f.population, sample_size=f.sample_size),
+                                population=f.population, sample_size=f.sample_size,
+                                early_termination=f.early_termination,
+                                cull_start_epoch=f.cull_start_epoch),
     )

@@ -209,3 +209,39 @@ def test_strict_alternation_without_lookahead(tmp_path):
     # With lookahead 0, no candidate of step 1 finishes before all of step 0 did.
     order = [t["step"] for t in trials]
     assert order == sorted(order)
+
+
+def test_median_early_termination_stops_weak_candidates(tmp_path):
+    import dataclasses
+    config = make_config(tmp_path / "log", num_models=24, batch_size=4)
+    config = dataclasses.replace(
+        config, trainer=dataclasses.replace(config.trainer, early_stop=4),
+        search=dataclasses.replace(config.search, early_termination="median",
+                                   cull_start_epoch=2))
+    code, trials, out = run(config)
+    assert code == 0 and len(trials) == 24
+    stopped = [t for t in trials if t["status"] == "ok" and t["metrics"]["stopped_early"]]
+    full = [t for t in trials if t["status"] == "ok" and not t["metrics"]["stopped_early"]]
+    assert stopped and full
+    for t in stopped:
+        assert 2 <= t["metrics"]["epochs"] < 4 and "stopped early" in t["reason"]
+        assert t["step"] >= 2  # steps 0 and 1 have no earlier learned batch to compare with
+        assert t["reward"] == t["metrics"]["val_accuracy"] == t["metrics"]["val_history"][-1]
+    # A stopped candidate was below the median of the candidates of batches
+    # learned before its own batch was proposed (steps <= step - 2).
+    from autodl_design.evaluation import median_thresholds
+    for t in stopped:
+        earlier = [r["metrics"]["val_history"] for r in trials
+                   if r["step"] <= t["step"] - 2 and r["status"] == "ok"]
+        e = t["metrics"]["epochs"]
+        assert t["metrics"]["val_history"][-1] < median_thresholds(earlier, 4)[e - 1]
+
+
+def test_median_thresholds_against_hand_values():
+    from autodl_design.evaluation import median_stopper, median_thresholds
+    h = [[0.1, 0.2, 0.3], [0.3, 0.4], [0.2, 0.6, 0.9], [0.5]]
+    assert median_thresholds(h, 3) == [0.25, 0.4, None]
+    stop = median_stopper([0.25, 0.4, None], start_epoch=2)
+    assert stop(1, 0.0)            # before the start epoch: keep going
+    assert not stop(2, 0.39) and stop(2, 0.4)
+    assert stop(3, 0.0)            # no threshold at epoch 3
