@@ -8,8 +8,8 @@ from typing import Dict, List, Optional, Tuple
 SIZE_PRESETS: Dict[str, Dict[str, float]] = {
     "gpu": dict(width=64, num_stages=3, num_cells=3, early_stop=20, num_models=400,
                 images_per_class=100, latency_repeats=50),
-    "cpu": dict(width=8, num_stages=2, num_cells=1, early_stop=3, num_models=16,
-                images_per_class=60, latency_repeats=20),
+    "cpu": dict(width=8, num_stages=2, num_cells=1, early_stop=8, num_models=30,
+                images_per_class=300, latency_repeats=20),
 }
 SIZE_KEYS: Tuple[str, ...] = tuple(SIZE_PRESETS["gpu"])
 

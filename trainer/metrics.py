@@ -1,0 +1,285 @@
+"""Hardware metrics of an architecture: parameters, FLOPs, latency and peak memory.
+
+Cheap metrics first: ``count`` is analytic (no network built, no training) and exact
+for the network ``trainer.network`` builds; ``measure_hardware`` adds the
+measured latency and peak inference memory in about a second, so the search's
+critic can reject a candidate before training it.
+
+Definitions (docs/trainer.md has the long form):
+
+* ``params``: every number in ``model.parameters()``, i.e. conv and fully
+  connected weights, the FC bias, and per BatchNorm channel its scale, shift
+  and the two running statistics (4 per channel; the statistics are stored
+  with the inference model). ``trainable_params`` leaves the statistics out.
+* ``flops``: multiply-adds of one image's forward pass in the conv and fully
+  connected layers (``H_out W_out C_out C_in kh kw`` per conv, ``in x out``
+  per FC). BatchNorm (foldable into the conv at inference), ReLU, pooling,
+  the node sums and the concatenation are not counted, so a pooling op costs
+  0 FLOPs.
+* ``latency_ms`` / ``latency_p90_ms``: median and 90th percentile wall time of
+  one eval-mode forward pass (Paddle dygraph, no_grad) of a batch of
+  ``latency_batch`` images on the current device, after warm-up.
+* ``memory_mb``: peak memory (MiB) of one such forward pass: the allocator's
+  peak during the pass minus what was allocated before the model was built,
+  so parameters + input + activations + workspace. GPU: Paddle's CUDA
+  allocator statistics (``memory_source`` 'paddle_gpu_allocator'); CPU:
+  Paddle's host allocator statistics ('paddle_host_allocator'). If neither is
+  available, an estimate ('estimate': parameter bytes + the largest sum of
+  one cell's input, node outputs and output for the batch, float32).
+"""
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from autodl_design.arch import Architecture
+from autodl_design.config import TrainerConfig
+from autodl_design.ops import OPS
+
+MIB = float(1 << 20)
+
+
+def _conv_out(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """Output length of a 'same'-padded conv/pool (padding (k_eff - 1) // 2 each side)."""
+    k_eff = dilation * (kernel - 1) + 1
+    pad = (k_eff - 1) // 2
+    return (size + 2 * pad - k_eff) // stride + 1
+
+
+class _Counter:
+    """Accumulates params (total and trainable), MACs and activation sizes."""
+
+    def __init__(self):
+        self.params = 0
+        self.trainable = 0
+        self.flops = 0
+
+    def conv(self, cin: int, cout: int, kh: int, kw: int, h_out: int, w_out: int):
+        self.params += cin * cout * kh * kw
+        self.trainable += cin * cout * kh * kw
+        self.flops += h_out * w_out * cout * cin * kh * kw
+
+    def bn(self, channels: int):
+        self.params += 4 * channels      # scale, shift, running mean, running variance
+        self.trainable += 2 * channels
+
+    def fc(self, fin: int, fout: int):
+        self.params += fin * fout + fout
+        self.trainable += fin * fout + fout
+        self.flops += fin * fout
+
+
+def _op(counter: _Counter, name: str, n: int, h: int, w: int, stride: int) -> Tuple[int, int]:
+    """Counts op ``name`` at n channels on an h x w input; returns the output size."""
+    spec = OPS[name]
+    kh, kw = spec.kernel
+    if spec.kind == "conv":
+        ho = _conv_out(h, kh, stride, spec.dilation)
+        wo = _conv_out(w, kw, stride, spec.dilation)
+        counter.conv(n, n, kh, kw, ho, wo)
+        return ho, wo
+    if spec.kind == "sep":
+        wo = _conv_out(w, kw, stride)
+        counter.conv(n, n, 1, kw, h, wo)          # 1 x k, stride (1, s)
+        ho = _conv_out(h, kh, stride)
+        counter.conv(n, n, kh, 1, ho, wo)         # k x 1, stride (s, 1)
+        return ho, wo
+    if spec.kind in ("maxpool", "avgpool"):
+        return _conv_out(h, kh, stride), _conv_out(w, kw, stride)
+    raise ValueError("op %r has kind %r, which metrics cannot count" % (name, spec.kind))
+
+
+def count(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
+          num_classes: int) -> Dict[str, float]:
+    """Exact parameter count and FLOPs of the network, without building it.
+
+    Args:
+      arch: the architecture.
+      config: network sizes (width, num_stages, num_cells, ratio).
+      image_shape: (C, H, W) of one input image.
+      num_classes: outputs of the classifier.
+
+    Returns:
+      dict with int ``params``, ``trainable_params``, ``flops`` (multiply-adds
+      per image) and ``activation_elements`` (the largest, over cells, sum of
+      a cell's input, node outputs and output, per image; used by the memory
+      estimate).
+    """
+    from trainer.network import cell_plan, node_channels  # pure Python helpers
+    c_in, h, w = (int(s) for s in image_shape)
+    k = _Counter()
+    k.conv(c_in, config.width, 3, 3, h, w)                 # stem
+    peak_act = c_in * h * w + config.width * h * w
+    for reduction, cin, cout in cell_plan(config):
+        cell = arch.reduction if reduction else arch.normal
+        n = node_channels(cout, config.ratio)
+        stride = 2 if reduction else 1
+        act = cin * h * w
+        sizes: List[Tuple[int, int]] = []
+        for j, name in enumerate(cell.ops):
+            if cell.predecessors(j):
+                hj, wj = sizes[cell.predecessors(j)[0]]
+                k.bn(n)
+                out = _op(k, name, n, hj, wj, 1)
+            else:
+                k.bn(cin)
+                k.conv(cin, n, 1, 1, h, w)                 # 1x1 compression
+                k.bn(n)
+                out = _op(k, name, n, h, w, stride)
+            sizes.append(out)
+            act += n * out[0] * out[1]
+        h, w = sizes[0]
+        k.conv(len(cell.output_nodes()) * n, cout, 1, 1, h, w)   # 1x1 projection
+        act += cout * h * w
+        peak_act = max(peak_act, act)
+    channels = cell_plan(config)[-1][2]
+    k.bn(channels)
+    k.fc(channels, num_classes)
+    return {"params": k.params, "trainable_params": k.trainable, "flops": k.flops,
+            "activation_elements": peak_act}
+
+
+def flops_by_hooks(model, image_shape: Sequence[int]) -> int:
+    """Multiply-adds per image of conv and linear layers, from a real forward pass.
+
+    An independent check of ``count``: forward hooks read every Conv2D and
+    Linear layer's actual output shape.
+    """
+    from agent.parl_backend import paddle
+    total = [0]
+    hooks = []
+
+    def conv_hook(layer, inputs, output):
+        kh, kw = layer.weight.shape[2], layer.weight.shape[3]
+        cin_per_group = layer.weight.shape[1]
+        total[0] += int(np.prod(output.shape[1:])) * cin_per_group * kh * kw
+
+    def fc_hook(layer, inputs, output):
+        total[0] += int(layer.weight.shape[0] * layer.weight.shape[1])
+
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.Conv2D):
+            hooks.append(layer.register_forward_post_hook(conv_hook))
+        elif isinstance(layer, paddle.nn.Linear):
+            hooks.append(layer.register_forward_post_hook(fc_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1] + [int(s) for s in image_shape], "float32"))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        if was_training:
+            model.train()
+    return total[0]
+
+
+def _sync(paddle):
+    if paddle.device.get_device().startswith("gpu"):
+        paddle.device.synchronize()
+
+
+def measure_latency(model, image_shape: Sequence[int], batch: int = 1, repeats: int = 50,
+                    warmup: int = 3) -> Tuple[float, float]:
+    """(median, p90) ms of an eval-mode forward pass of ``batch`` random images."""
+    from agent.parl_backend import paddle
+    model.eval()
+    x = paddle.randn([batch] + [int(s) for s in image_shape], "float32")
+    times = []
+    with paddle.no_grad():
+        for i in range(warmup + repeats):
+            _sync(paddle)
+            t = time.perf_counter()
+            model(x)
+            _sync(paddle)
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+class _AllocatorStats:
+    """Paddle allocator statistics of the current device, or None if unavailable."""
+
+    def __init__(self, paddle):
+        self.paddle = paddle
+        self.gpu = paddle.device.get_device().startswith("gpu")
+        self.source = "paddle_gpu_allocator" if self.gpu else "paddle_host_allocator"
+        if not self.gpu:
+            from paddle.base import core
+            self.core = core
+            for fn in ("host_memory_stat_current_value", "host_memory_stat_peak_value",
+                       "host_memory_stat_reset_peak_value"):
+                if not hasattr(core, fn):
+                    raise AttributeError("paddle.base.core.%s is missing" % fn)
+
+    def current(self) -> int:
+        if self.gpu:
+            return int(self.paddle.device.cuda.memory_allocated())
+        return int(self.core.host_memory_stat_current_value("Allocated", 0))
+
+    def reset_peak(self):
+        if self.gpu:
+            self.paddle.device.cuda.reset_max_memory_allocated()
+        else:
+            self.core.host_memory_stat_reset_peak_value("Allocated", 0)
+
+    def peak(self) -> int:
+        if self.gpu:
+            return int(self.paddle.device.cuda.max_memory_allocated())
+        return int(self.core.host_memory_stat_peak_value("Allocated", 0))
+
+
+def memory_estimate_mb(counts: Dict[str, float], batch: int) -> float:
+    """Parameter bytes + batch x the largest cell's activations, float32, in MiB."""
+    return 4.0 * (counts["params"] + batch * counts["activation_elements"]) / MIB
+
+
+def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
+                     num_classes: int) -> Dict[str, float]:
+    """All hardware metrics of an untrained network, in about a second.
+
+    Builds the network on the current Paddle device with its own seed (the
+    global Paddle random state is restored afterwards), measures peak memory
+    of one forward pass, then latency.
+
+    Returns:
+      dict: params, trainable_params, flops (ints), latency_ms,
+      latency_p90_ms, memory_mb (floats), memory_source (str),
+      latency_batch (int).
+    """
+    from agent.parl_backend import paddle
+    from trainer.network import build_network
+    counts = count(arch, config, image_shape, num_classes)
+    batch = config.latency_batch
+    shape = [batch] + [int(s) for s in image_shape]
+    try:
+        stats = _AllocatorStats(paddle)
+    except (AttributeError, ImportError):
+        stats = None
+    rng_state = paddle.get_rng_state()
+    try:
+        paddle.seed(config.seed)
+        before = stats.current() if stats is not None else 0
+        model = build_network(arch, config, image_shape, num_classes)
+        model.eval()
+        x = paddle.randn(shape, "float32")
+        with paddle.no_grad():
+            model(x)                       # first pass: lazy kernel set-up
+            _sync(paddle)
+            if stats is not None:
+                stats.reset_peak()
+            model(x)
+            _sync(paddle)
+        if stats is not None:
+            memory_mb = (stats.peak() - before) / MIB
+            source = stats.source
+        else:
+            memory_mb, source = memory_estimate_mb(counts, batch), "estimate"
+        del x
+        median, p90 = measure_latency(model, image_shape, batch, config.latency_repeats)
+    finally:
+        paddle.set_rng_state(rng_state)
+    return {"params": int(counts["params"]), "trainable_params": int(counts["trainable_params"]),
+            "flops": int(counts["flops"]), "latency_ms": median, "latency_p90_ms": p90,
+            "memory_mb": float(memory_mb), "memory_source": source, "latency_batch": batch}
