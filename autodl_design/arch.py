@@ -223,14 +223,24 @@ class Architecture:
 
     @classmethod
     def load(cls, path: str) -> "Architecture":
-        """Reads an architecture JSON file; ValueError names the file and problem."""
+        """Reads an architecture JSON file, or a search record holding one (best.json).
+
+        Raises:
+          ValueError: naming the file and the problem.
+        """
         try:
             with open(path) as f:
                 text = f.read()
         except OSError as e:
             raise ValueError("cannot read architecture file %s: %s" % (path, e.strerror)) from None
         try:
-            return cls.from_json(text)
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError("%s: architecture is not valid JSON: %s" % (path, e)) from None
+        if isinstance(d, dict) and "arch" in d and "normal" not in d:
+            d = d["arch"]  # a trial record, e.g. log/best.json
+        try:
+            return cls.from_dict(d)
         except ValueError as e:
             raise ValueError("%s: %s" % (path, e)) from None
 

@@ -122,7 +122,7 @@ def _define():
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
     d.DEFINE_string("trainer_devices", None, "Comma list of trainer devices, one worker "
                     "process each, e.g. cpu,cpu or gpu:0,gpu:1 (default: gpu:1 with two GPUs, "
-                    "else gpu:0, else cpu).")
+                    "else gpu:0, else one 'cpu' worker per core).")
     d.DEFINE_integer("threads_per_worker", 0, "CPU threads per trainer worker (0 = cores / "
                      "CPU workers).", lower_bound=0)
 
@@ -190,12 +190,14 @@ if "num_nodes" not in FLAGS:
     _define()
 
 
-def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config:
+def build_config(flag_values=None, num_gpus: Optional[int] = None,
+                 cores: Optional[int] = None) -> cfg.Config:
     """Turns parsed flags into a ``Config``.
 
     Args:
       flag_values: parsed absl FlagValues (default: the global FLAGS).
       num_gpus: GPUs Paddle sees; None asks Paddle (``trainer.devices``).
+      cores: CPU cores for the default CPU workers; None = os.cpu_count().
 
     Returns:
       The resolved configuration: preset sizes filled in where a size flag
@@ -208,7 +210,9 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None) -> cfg.Config
     preset = f.preset if f.preset != "auto" else ("gpu" if num_gpus > 0 else "cpu")
     sizes = {k: (getattr(f, k) if getattr(f, k) is not None else cfg.SIZE_PRESETS[preset][k])
              for k in cfg.SIZE_KEYS}
-    agent_default, trainer_default = cfg.default_devices(num_gpus)
+    if cores is None:
+        cores = os.cpu_count() or 1
+    agent_default, trainer_default = cfg.default_devices(num_gpus, cores)
     agent_device = cfg.parse_device(f.agent_device) if f.agent_device else agent_default
     trainer_devices = (tuple(cfg.parse_device_list(f.trainer_devices)) if f.trainer_devices
                        else trainer_default)

@@ -155,6 +155,9 @@ def test_json_errors_name_the_cell_and_problem(tmp_path):
         Architecture.load(str(p))
     with pytest.raises(ValueError, match="cannot read architecture file"):
         Architecture.load(str(tmp_path / "missing.json"))
+    record = tmp_path / "best.json"  # a search record holding the architecture
+    record.write_text(json.dumps({"index": 3, "reward": 0.5, "arch": arch.to_dict()}))
+    assert Architecture.load(str(record)) == arch
 
 
 def test_hash_is_invariant_under_relabelling():

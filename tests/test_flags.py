@@ -50,11 +50,11 @@ def test_cpu_preset_when_no_gpu_and_size_flags_override():
     assert c.search.preset == "gpu" and c.trainer.width == 64 and c.search.num_models == 5
 
 
-@pytest.mark.parametrize("num_gpus, agent, trainers", [
-    (0, "cpu", ("cpu",)), (1, "gpu:0", ("gpu:0",)), (2, "gpu:0", ("gpu:1",)),
-    (8, "gpu:0", ("gpu:1",))])
-def test_default_devices(num_gpus, agent, trainers):
-    c = flags.build_config(parse([]), num_gpus=num_gpus)
+@pytest.mark.parametrize("num_gpus, cores, agent, trainers", [
+    (0, 1, "cpu", ("cpu",)), (0, 2, "cpu", ("cpu", "cpu")), (1, 2, "gpu:0", ("gpu:0",)),
+    (2, 2, "gpu:0", ("gpu:1",)), (8, 64, "gpu:0", ("gpu:1",))])
+def test_default_devices(num_gpus, cores, agent, trainers):
+    c = flags.build_config(parse([]), num_gpus=num_gpus, cores=cores)
     assert c.devices.agent_device == agent and c.agent.device == agent
     assert c.devices.trainer_devices == trainers
 

@@ -3,7 +3,7 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEST_COMMAND = "bash setup.sh && .venv/bin/python -m pytest -q tests"
+TEST_COMMAND = "WITH_RAY=1 bash setup.sh && .venv/bin/python -m pytest -q tests"
 MAIN_COMMAND = "bash setup.sh && .venv/bin/python main.py"
 
 
