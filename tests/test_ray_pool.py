@@ -95,3 +95,80 @@ def test_hung_candidate_times_out(local_ray, tmp_path):
     by_index = {r["index"]: r for r in trials}
     assert by_index[1]["status"] == "failed" and "died" in by_index[1]["reason"]
     assert by_index[0]["status"] == "ok"
+
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST),
+                                  reason="needs Debian's dataset-fashion-mnist (setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    import subprocess
+    import sys
+    out = str(tmp_path_factory.mktemp("data") / "fm")
+    r = subprocess.run([sys.executable, "dataset_maker.py", "--source=fashion_mnist",
+                        "--output", out, "--images_per_class=30", "--test_per_class=10"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@needs_fmnist
+def test_real_trainer_actors_survive_a_killed_actor(local_ray, tmp_path, tiny_data):
+    import dataclasses
+    from autodl_design.config import TrainerConfig
+    config = make_config(tmp_path / "log", num_models=8, batch_size=4)
+    config = dataclasses.replace(config, trainer=TrainerConfig(
+        width=4, num_stages=1, num_cells=1, early_stop=3, latency_repeats=3))
+    lines = []
+    pool = RayPool("auto", num_trainers=2, cpus_per_trainer=1, use_gpus=False, max_retries=2,
+                   trial_timeout=0, setup_path=search.REAL_SETUP, eval_path=search.REAL_EVALUATE,
+                   setup_args={"data_path": tiny_data, "config_dict": config.to_dict()},
+                   log=lines.append)
+    killed = []
+
+    def killer():
+        path = tmp_path / "log" / "trials.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if path.exists() and len(records.read_trials(str(path))) >= 2 and pool._busy:
+                w = next(iter(pool._busy))
+                killed.append(pool._busy[w]["index"])
+                pool.kill_actor(w)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    result, trials, _ = run(config, pool)
+    t.join(timeout=5)
+    pool.terminate()
+    indices = [r["index"] for r in trials]
+    assert sorted(indices) == list(range(8)) and len(set(indices)) == 8
+    assert killed and all(r["status"] in ("ok", "duplicate") for r in trials), \
+        [(r["index"], r["status"], r["reason"]) for r in trials]
+    ok = [r for r in trials if r["status"] == "ok"]
+    assert all(r["metrics"]["epochs"] == 3 and r["metrics"]["params"] > 0 for r in ok)
+    assert any("retrying it" in l for l in lines)
+
+
+@needs_fmnist
+def test_main_py_on_a_private_local_ray_instance(tmp_path, tiny_data):
+    import subprocess
+    import sys
+    log = str(tmp_path / "log")
+    r = subprocess.run(
+        [sys.executable, "main.py", "--cluster=ray", "--ray_address=local", "--num_trainers=2",
+         "--data_path", tiny_data, "--log_dir", log, "--num_models=4", "--batch_size=2",
+         "--num_nodes=3", "--width=4", "--num_stages=1", "--num_cells=1", "--early_stop=1",
+         "--latency_repeats=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trainers ray:local" in r.stdout.splitlines()[0]
+    assert "[ray] 2 trainer actors ready: 127.0.0.1/cpu, 127.0.0.1/cpu" in r.stdout
+    t = records.read_trials(os.path.join(log, "trials.jsonl"))
+    assert sorted(x["index"] for x in t) == list(range(4))
+    assert all(x["device"] == "127.0.0.1/cpu" for x in t if x["status"] == "ok")
