@@ -146,15 +146,23 @@ def draw_cell(cell: Cell, title: str, path: str):
         off = (width - len(nodes)) / 2.0
         for k, v in enumerate(nodes):
             pos[v] = (float(d), off + k)
-    fig, ax = plt.subplots(figsize=(2.2 * (last + 1), 1.0 + 1.1 * width))
+    fig, ax = plt.subplots(figsize=(1.9 * (last + 1), 2.4 + 1.2 * max(width, 2)))
     edges = [(i, j) for i in range(cell.num_nodes) for j in cell.successors(i)]
     edges += [("in", j) for j in range(cell.num_nodes) if not cell.predecessors(j)]
     edges += [(i, "out") for i in cell.output_nodes()]
     for a, b in edges:
         (x0, y0), (x1, y1) = pos[a], pos[b]
+        span = x1 - x0
+        # Edges that skip layers bend away from the nodes they pass,
+        # alternately above and below.
+        rad = 0.08 if span <= 1 else min(0.3, 0.06 * span + 0.06)
+        parity = sum(v if isinstance(v, int) else 0 for v in (a, b)) + (b == "out")
+        if span > 1 and parity % 2:
+            rad = -rad
         ax.annotate("", xy=(x1 - 0.28, y1), xytext=(x0 + 0.28, y0),
-                    arrowprops=dict(arrowstyle="->", color="0.35", lw=1,
-                                    connectionstyle="arc3,rad=0.08"))
+                    arrowprops=dict(arrowstyle="->", color="0.35", lw=0.9, alpha=0.8,
+                                    shrinkA=4, shrinkB=4,
+                                    connectionstyle="arc3,rad=%.2f" % rad))
     for v, (x, y) in pos.items():
         if v in ("in", "out"):
             text, color = ("cell input" if v == "in" else "concat + 1x1"), "#dddddd"
@@ -164,7 +172,7 @@ def draw_cell(cell: Cell, title: str, path: str):
         ax.text(x, y, text, ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="0.4"))
     ax.set_xlim(-0.6, last + 0.6)
-    ax.set_ylim(-0.8, width - 0.2)
+    ax.set_ylim(-1.6, max(width, 2) + 0.6)
     ax.invert_yaxis()
     ax.axis("off")
     ax.set_title(title, fontsize=10)
