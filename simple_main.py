@@ -13,13 +13,13 @@ of the real search do not apply). Same ``--seed``, same reward curve on CPU.
 import json
 import os
 import sys
-import tempfile
 from typing import Callable, Dict, Optional
 
 from absl import app  # before `flags`: absl.logging defines --log_dir, `flags` reuses it
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (defines the shared flags)
+from autodl_design.records import atomic_write_json
 
 FLAGS = absl_flags.FLAGS
 DEFAULT_STEPS = 300
@@ -45,22 +45,6 @@ def summary_line(result: Dict) -> str:
                                 result["wall_time_s"], result["ms_per_step"]))
 
 
-def write_json_atomically(path: str, obj) -> None:
-    """Writes ``obj`` as JSON to a temporary file next to ``path``, then renames it."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s.tmp-" % os.path.basename(path), dir=parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv):
     if len(argv) > 1:
         print("error: unexpected arguments %s: simple_main takes only --flags" % argv[1:],
@@ -77,7 +61,7 @@ def main(argv):
     print(summary_line(result))
     if FLAGS.result_json:
         result["agent"] = dataclasses.asdict(config.agent)
-        write_json_atomically(FLAGS.result_json, result)
+        atomic_write_json(FLAGS.result_json, result)
     return 0
 
 

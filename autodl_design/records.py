@@ -105,9 +105,11 @@ def atomic_write_text(path: str, text: str) -> None:
     """Replaces ``path`` with ``text`` atomically (temp file, flush, fsync, os.replace).
 
     The temp file is in the same folder (so ``os.replace`` is atomic) and is
-    removed if anything fails; the old file, if any, is then left intact.
+    removed if anything fails; the old file, if any, is then left intact. A
+    missing parent folder is created.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
     try:

@@ -158,7 +158,7 @@ def main(argv):
         "thresholds": thresholds, "every_seed_reached": reached,
         "median_ms_per_step": median_ms, "profile_ms_per_step": profile, "seeds": rows,
     }
-    simple_main.write_json_atomically(FLAGS.bench_out, result)
+    simple_main.atomic_write_json(FLAGS.bench_out, result)
     print("wrote %s" % FLAGS.bench_out)
     return 0
 

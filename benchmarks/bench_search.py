@@ -19,9 +19,7 @@ a table and writes JSON (default benchmarks/results/search.json).
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -31,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import flags  # noqa: E402
+from benchmarks.common import run_real_search, with_default_data  # noqa: E402
 
 absl_flags.DEFINE_string("bench_out", os.path.join(ROOT, "benchmarks", "results", "search.json"),
                          "Where the JSON results go.")
@@ -40,24 +39,9 @@ absl_flags.DEFINE_boolean("controller_share", True, "Also run layout B with the 
 
 
 def run_one(config, name, log_lines):
-    from autodl_design import search, searchers
-    from trainer.data import read_manifest
-    tmp = tempfile.mkdtemp(prefix="bench-search-")
-    config = dataclasses.replace(config, search=dataclasses.replace(
-        config.search, log_dir=os.path.join(tmp, "log"), resume=False))
-    pool = search.make_pool(config, search.REAL_SETUP, search.REAL_EVALUATE,
-                            {"data_path": config.data.data_path,
-                             "config_dict": config.to_dict()}, log_lines.append)
-    t0 = time.time()
-    pool.start()
-    startup = time.time() - t0
-    workers, devices = pool.size, list(pool.devices)
-    s = search.Search(config, searchers.make_searcher(config), pool, log=log_lines.append)
-    try:
-        result = s.run()
-    finally:
-        pool.terminate()
-    shutil.rmtree(tmp, ignore_errors=True)
+    run = run_real_search(config, log_lines.append)
+    result, startup = run["result"], run["startup_s"]
+    workers, devices = run["workers"], run["devices"]
     n = len(result.state.records)
     ok = sum(r["status"] == "ok" for r in result.state.records)
     train_s = sum(r["metrics"].get("seconds", 0.0) or 0.0 for r in result.state.records
@@ -77,12 +61,7 @@ def run_one(config, name, log_lines):
 
 def main(argv):
     F = absl_flags.FLAGS
-    base = flags.build_config()
-    if not base.data.data_path:
-        from trainer.data import ensure_default_dataset
-        path = ensure_default_dataset(base.data.images_per_class, log=print)
-        base = dataclasses.replace(base, data=dataclasses.replace(base.data,
-                                                                  data_path=os.path.abspath(path)))
+    base = with_default_data(flags.build_config())
     random = dataclasses.replace(base, search=dataclasses.replace(base.search, searcher="random"))
 
     def layout(cfg, devices, threads, **extra):

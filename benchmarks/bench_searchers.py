@@ -16,9 +16,7 @@ benchmarks/results/searchers.json) and a PNG next to it.
 """
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -28,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import flags  # noqa: E402
+from benchmarks.common import run_real_search, with_default_data  # noqa: E402
 
 absl_flags.DEFINE_string("bench_out", os.path.join(ROOT, "benchmarks", "results",
                                                    "searchers.json"), "JSON output.")
@@ -37,22 +36,9 @@ absl_flags.DEFINE_boolean("early_termination_part", True, "Also run part 2.")
 
 
 def run_search(config):
-    """Runs one real search in a temporary log_dir; returns (records, seconds)."""
-    from autodl_design import search, searchers
-    tmp = tempfile.mkdtemp(prefix="bench-searchers-")
-    config = dataclasses.replace(config, search=dataclasses.replace(
-        config.search, log_dir=os.path.join(tmp, "log"), resume=False))
-    pool = search.make_pool(config, search.REAL_SETUP, search.REAL_EVALUATE,
-                            {"data_path": config.data.data_path,
-                             "config_dict": config.to_dict()}, lambda s: None)
-    pool.start()
-    s = search.Search(config, searchers.make_searcher(config), pool, log=lambda s: None)
-    try:
-        result = s.run()
-    finally:
-        pool.terminate()
-    shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(result.state.records, key=lambda r: r["index"]), result.seconds
+    """Runs one real search; returns (records sorted by index, seconds)."""
+    run = run_real_search(config)
+    return run["records"], run["result"].seconds
 
 
 def running_best(recs):
@@ -67,12 +53,7 @@ def running_best(recs):
 
 def main(argv):
     F = absl_flags.FLAGS
-    base = flags.build_config()
-    if not base.data.data_path:
-        from trainer.data import ensure_default_dataset
-        path = ensure_default_dataset(base.data.images_per_class, log=print)
-        base = dataclasses.replace(base, data=dataclasses.replace(
-            base.data, data_path=os.path.abspath(path)))
+    base = with_default_data(flags.build_config())
     t = base.trainer
     print("searcher benchmark: %d evaluations, width %d, %d x %d cells, %d nodes, %d epochs, "
           "%d images/class, trainers %s, data %s" % (

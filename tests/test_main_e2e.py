@@ -10,23 +10,17 @@ import pytest
 
 from autodl_design import records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FMNIST = "/usr/share/datasets/fashion-mnist"
+from tests.conftest import ROOT, needs_fmnist
+
 TINY = ["--trainer_devices=cpu,cpu", "--num_nodes=3", "--width=4", "--num_stages=1",
         "--num_cells=1", "--early_stop=1", "--latency_repeats=3", "--batch_size=3"]
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST),
-                                reason="needs Debian's dataset-fashion-mnist (setup.sh)")
+pytestmark = needs_fmnist
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("data") / "fm")
-    r = subprocess.run([sys.executable, "dataset_maker.py", "--source=fashion_mnist",
-                        "--output", out, "--images_per_class=30", "--test_per_class=10"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return out
+@pytest.fixture
+def data(tiny_fmnist):
+    return tiny_fmnist
 
 
 def main_py(*args, timeout=300):

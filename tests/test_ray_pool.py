@@ -97,24 +97,12 @@ def test_hung_candidate_times_out(local_ray, tmp_path):
     assert by_index[0]["status"] == "ok"
 
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
-needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST),
-                                  reason="needs Debian's dataset-fashion-mnist (setup.sh)")
+from tests.conftest import ROOT, needs_fmnist  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    import subprocess
-    import sys
-    out = str(tmp_path_factory.mktemp("data") / "fm")
-    r = subprocess.run([sys.executable, "dataset_maker.py", "--source=fashion_mnist",
-                        "--output", out, "--images_per_class=30", "--test_per_class=10"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+@pytest.fixture
+def tiny_data(tiny_fmnist):
+    return tiny_fmnist
 
 
 @needs_fmnist
