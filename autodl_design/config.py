@@ -59,6 +59,7 @@ class TrainerConfig:
     latency_batch: int = 1
     latency_repeats: int = 50
     seed: int = 0
+    latency_table: str = ""      # profiled table of the target device ("" = measure here)
 
 
 @dataclasses.dataclass

@@ -430,7 +430,8 @@ def summary_table(result: SearchResult, config: Config) -> str:
                 ("reward", _fmt(best.get("reward"), "%.4f")),
                 ("params", _fmt(m.get("params"), "%d")),
                 ("FLOPs (mult-adds/image)", _fmt(m.get("flops"), "%d")),
-                ("latency (ms, median)", _fmt(m.get("latency_ms"), "%.3f")),
+                ("latency (ms, %s)" % m.get("latency_source", "median"),
+                 _fmt(m.get("latency_ms"), "%.3f")),
                 ("memory (MB, %s)" % m.get("memory_source", "?"), _fmt(m.get("memory_mb"), "%.2f"))]
         width = max(len(k) for k, _ in rows)
         lines.extend("  %-*s  %s" % (width, k, v) for k, v in rows)

@@ -111,6 +111,10 @@ def _define():
                    lower_bound=0)
     d.DEFINE_float("max_memory_mb", 0, "Bound on peak inference memory in MB (0 = none).",
                    lower_bound=0)
+    d.DEFINE_string("latency_table", "", "Latency table of the target device made there by "
+                    "'python -m trainer.profile --output TABLE.json': latency and memory are "
+                    "then predicted from it instead of measured on the trainer's device "
+                    "(empty = measure). See docs/latency_table.md.")
     d.DEFINE_enum("constraint_mode", "hard", ["hard", "soft"], "hard: a candidate over a bound "
                   "gets --infeasible_reward and is never trained; soft: MnasNet's "
                   "accuracy * prod (m/T)^w.")
@@ -150,6 +154,9 @@ def _define():
                          + ", ".join(OP_NAMES))
     d.register_validator("data_path", lambda p: not p or os.path.isdir(p),
                          "must be an existing dataset folder (make one with dataset_maker.py)")
+    d.register_validator("latency_table", lambda p: not p or os.path.isfile(p),
+                         "must be an existing latency table file (make one on the target "
+                         "device with python -m trainer.profile --output TABLE.json)")
     d.register_multi_flags_validator(
         ["population", "sample_size"], lambda f: f["sample_size"] <= f["population"],
         "--sample_size must not exceed --population")
@@ -230,7 +237,8 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
             early_stop=int(sizes["early_stop"]), train_batch_size=f.train_batch_size,
             lr_max=f.lr_max, lr_min=f.lr_min, momentum=f.momentum, weight_decay=f.weight_decay,
             latency_batch=f.latency_batch, latency_repeats=int(sizes["latency_repeats"]),
-            seed=f.seed),
+            seed=f.seed,
+            latency_table=os.path.abspath(f.latency_table) if f.latency_table else ""),
         constraints=cfg.ConstraintConfig(
             max_params=f.max_params, max_flops=f.max_flops, max_latency_ms=f.max_latency_ms,
             max_memory_mb=f.max_memory_mb, mode=f.constraint_mode, soft_alpha=f.soft_alpha,

@@ -20,8 +20,12 @@ def setup_worker(device: str, threads: int, data_path: str, config_dict: Dict, *
     from trainer.devices import use_device
     paddle.base.core.set_num_threads(int(threads))
     use_device(device)
-    return {"config": Config.from_dict(config_dict), "data": load_dataset(data_path),
-            "device": device}
+    config = Config.from_dict(config_dict)
+    context = {"config": config, "data": load_dataset(data_path), "device": device}
+    if config.trainer.latency_table:
+        from trainer.latency_table import LatencyTable
+        context["latency_table"] = LatencyTable.load(config.trainer.latency_table)
+    return context
 
 
 def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
@@ -31,14 +35,16 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     ``options["cull"]`` (per-epoch thresholds) with ``options["cull_start_epoch"]``
     turns on the median stopping rule for this candidate.
     """
-    from trainer.metrics import measure_hardware
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
     data = context["data"]
     arch = Architecture.from_dict(arch_dict)
 
+    table = context.get("latency_table")
+
     def measure(a):
-        return measure_hardware(a, config.trainer, data.image_shape, data.num_classes)
+        return hardware_metrics(a, config.trainer, data.image_shape, data.num_classes,
+                                table, context["device"])
 
     on_epoch = None
     if "cull" in options:
@@ -48,6 +54,31 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch)
 
     return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+
+
+def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,
+                     num_classes: int, table=None, device: str = "cpu") -> Dict:
+    """The critic's metrics: measured here, or latency/memory predicted by a latency table.
+
+    Args:
+      table: a ``trainer.latency_table.LatencyTable`` or None.
+      device: the worker's device, named in ``latency_source`` when measured.
+
+    Returns:
+      dict: params, trainable_params, flops (``metrics.count``), latency_ms,
+      memory_mb, memory_source, latency_batch, latency_source ('table:<file>
+      (<device>)' or 'measured on <device>'); measured metrics also have
+      latency_p90_ms.
+    """
+    from trainer import metrics
+    if table is None:
+        hw = metrics.measure_hardware(arch, trainer_config, image_shape, num_classes)
+        hw["latency_source"] = "measured on %s" % device
+        return hw
+    counts = metrics.count(arch, trainer_config, image_shape, num_classes)
+    out = {k: int(counts[k]) for k in ("params", "trainable_params", "flops")}
+    out.update(table.predict(arch, trainer_config, image_shape, num_classes))
+    return out
 
 
 def smallest_counts(config: Config, image_shape, num_classes: int) -> Dict[str, float]:
@@ -69,8 +100,21 @@ def smallest_counts(config: Config, image_shape, num_classes: int) -> Dict[str, 
 
 
 def unsatisfiable(config: Config, manifest: Dict) -> Optional[str]:
-    """A one-line message if a params/FLOPs bound is below every architecture, else None."""
+    """A one-line message if the search cannot run as configured, else None.
+
+    Problems: a params/FLOPs bound below every architecture; with
+    ``config.trainer.latency_table``, a table that cannot be read, was made
+    for other network settings, or lacks a block of the search space.
+    """
     h, w, c = manifest["image_shape_hwc"]
+    if config.trainer.latency_table:
+        from trainer.latency_table import LatencyTable
+        try:
+            LatencyTable.load(config.trainer.latency_table).check_space(
+                config.trainer, config.agent.ops, config.agent.num_nodes, (c, h, w),
+                len(manifest["class_names"]))
+        except ValueError as e:
+            return " ".join(str(e).split())
     lower = smallest_counts(config, (c, h, w), len(manifest["class_names"]))
     problem = critic.check_satisfiable(config.constraints, lower)
     if problem:
