@@ -108,6 +108,7 @@ class SearchConfig:
     lookahead: int = 1  # batches proposed before the oldest open one is learned from
     population: int = 20   # regularized evolution: population size
     early_termination: str = "none"  # "none" or "median"
+    tensorboard_dir: str = ""        # TensorBoard scalars per evaluation ("" = none)
     cull_start_epoch: int = 2        # first epoch at which the median rule may stop a candidate
     sample_size: int = 5   # regularized evolution: tournament size
 

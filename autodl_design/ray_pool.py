@@ -110,6 +110,7 @@ class RayPool:
         self._restarting: Dict[Any, int] = {}  # ready() ref -> actor
         self._retry: List[Dict] = []
         self._started_ray = False
+        self._dataset_ref = None
 
     # ----- life cycle -----
     def start(self):
@@ -138,7 +139,9 @@ class RayPool:
                                "(lower --num_trainers or --cpus_per_trainer)"
                                % (capacity, per, n))
         data_path = self.setup_args.pop("data_path", None)
-        dataset_ref = ray.put(_read_folder(data_path)) if data_path else None
+        # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
+        # these arguments when it restarts the actor.
+        self._dataset_ref = dataset_ref = ray.put(_read_folder(data_path)) if data_path else None
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
         threads = 1 if gpus else self.cpus_per_trainer
         self.actors = [actor_cls.options(**per).remote(

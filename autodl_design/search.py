@@ -73,6 +73,8 @@ class Search:
         self.start_time = time.time()
         self.interrupted = False
         self.searcher_seconds = 0.0  # proposing, learning and checkpointing
+        self.done_at_start = 0
+        self.tb = None  # tensorboardX writer when --tensorboard_dir is set
 
     # ----- records -----
     def open(self):
@@ -106,6 +108,10 @@ class Search:
             raise SearchError(str(e)) from None
         for r in self.state.records:
             self._remember(r)
+        self.done_at_start = self.state.num_done
+        if self.config.search.tensorboard_dir:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(self.config.search.tensorboard_dir)
         if self.config.search.resume:
             self.log("Resuming %s: %d evaluations recorded, controller step %d"
                      % (self.log_dir, self.state.num_done, self.searcher.step))
@@ -120,6 +126,16 @@ class Search:
         self._remember(record)
         if self.state.best is record:
             records.write_best(self.log_dir, record)
+        if self.tb is not None:
+            i = record["index"]
+            acc = record["metrics"].get("val_accuracy")
+            if isinstance(acc, (int, float)):
+                self.tb.add_scalar("search/val_accuracy", acc, i)
+            if record["reward"] is not None:
+                self.tb.add_scalar("search/reward", record["reward"], i)
+            if self.state.best is not None:
+                self.tb.add_scalar("search/best_reward", self.state.best["reward"], i)
+            self.tb.flush()
 
     # ----- budget -----
     @property
@@ -164,6 +180,8 @@ class Search:
         finally:
             if self.trials is not None:
                 self.trials.close()
+            if self.tb is not None:
+                self.tb.close()
         return self.result()
 
     def _step_of(self, index: int) -> int:
@@ -356,9 +374,12 @@ class Search:
             parts.append("lat %.2f ms" % m["latency_ms"])
         if r["reason"]:
             parts.append("(%s)" % r["reason"][:120])
+        best = self.state.best
+        parts.append("| best %s" % ("#%d %.4f" % (best["index"], best["reward"]) if best
+                                    else "none feasible yet"))
         elapsed = time.time() - self.start_time
-        done = max(self.state.num_done, 1)
-        left = (self.total - self.state.num_done) * elapsed / done
+        done_here = max(self.state.num_done - self.done_at_start, 1)
+        left = (self.total - self.state.num_done) * elapsed / done_here
         if self.config.search.max_time > 0:
             left = min(left, self.config.search.max_time - elapsed)
         parts.append("| %.0f s, ~%.0f s left" % (elapsed, max(left, 0)))

@@ -102,6 +102,8 @@ def _define():
     d.DEFINE_enum("early_termination", "none", ["none", "median"], "median: stop a candidate "
                   "whose validation accuracy is below the median of earlier candidates at the "
                   "same epoch; its reward is its accuracy at that point.")
+    d.DEFINE_string("tensorboard_dir", "", "If set, write TensorBoard scalars (reward, "
+                    "validation accuracy, best reward per evaluation) to this folder.")
     d.DEFINE_integer("cull_start_epoch", 2, "First epoch at which --early_termination=median "
                      "may stop a candidate.", lower_bound=1)
     # ---------------- constraints ----------------
@@ -253,5 +255,6 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
                                 searcher=f.searcher, lookahead=f.lookahead,
                                 population=f.population, sample_size=f.sample_size,
                                 early_termination=f.early_termination,
+                                tensorboard_dir=f.tensorboard_dir,
                                 cull_start_epoch=f.cull_start_epoch),
     )

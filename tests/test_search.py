@@ -245,3 +245,31 @@ def test_median_thresholds_against_hand_values():
     assert stop(1, 0.0)            # before the start epoch: keep going
     assert not stop(2, 0.39) and stop(2, 0.4)
     assert stop(3, 0.0)            # no threshold at epoch 3
+
+
+def test_tensorboard_scalars_and_progress_lines(tmp_path):
+    import dataclasses
+    config = make_config(tmp_path / "log", num_models=6, batch_size=3)
+    config = dataclasses.replace(config, search=dataclasses.replace(
+        config.search, tensorboard_dir=str(tmp_path / "tb")))
+    code, trials, out = run(config)
+    assert code == 0
+    progress = [l for l in out.splitlines() if l.startswith("[")]
+    assert len(progress) == 6 and all("| best #" in l and "s left" in l for l in progress)
+    import struct
+    from tensorboardX.proto import event_pb2
+    rewards = {}
+    for path in (tmp_path / "tb").iterdir():  # TFRecord: length, crc, event, crc
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in event.summary.value:
+                if v.tag == "search/reward":
+                    rewards[event.step] = v.simple_value
+    by_index = {t["index"]: t["reward"] for t in trials}
+    assert sorted(rewards) == list(range(6))
+    for i, value in rewards.items():
+        assert abs(value - by_index[i]) < 1e-6
