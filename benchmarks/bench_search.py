@@ -44,8 +44,8 @@ def run_one(config, name, log_lines):
     workers, devices = run["workers"], run["devices"]
     n = len(result.state.records)
     ok = sum(r["status"] == "ok" for r in result.state.records)
-    train_s = sum(r["metrics"].get("seconds", 0.0) or 0.0 for r in result.state.records
-                  if r["status"] == "ok")
+    train_s = sum(r["metrics"]["seconds"] for r in result.state.records
+                  if r["status"] == "ok" and isinstance(r["metrics"].get("seconds"), float))
     row = {"layout": name, "workers": workers, "devices": devices,
            "evaluations": n, "ok": ok, "startup_s": round(startup, 2),
            "search_s": round(result.seconds, 2),

@@ -122,8 +122,8 @@ def main(argv):
                     base.search, searcher="random", seed=seed, early_termination=mode))
                 recs, secs = run_search(cfg)
                 stopped = sum(bool(r["metrics"].get("stopped_early")) for r in recs)
-                epochs = sum(r["metrics"].get("epochs", 0) or 0 for r in recs
-                             if r["status"] == "ok")
+                epochs = sum(r["metrics"]["epochs"] for r in recs
+                             if r["status"] == "ok" and isinstance(r["metrics"].get("epochs"), int))
                 part2.append({"seed": seed, "early_termination": mode, "seconds": round(secs, 1),
                               "best_val_accuracy": running_best(recs)[-1],
                               "stopped_early": stopped, "epochs_trained": epochs,
