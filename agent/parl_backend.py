@@ -21,6 +21,9 @@ if os.environ["PARL_BACKEND"] != "paddle":
         "PARL_BACKEND=%r: autodl-design needs PARL_BACKEND=paddle (unset it or set it to paddle)"
         % os.environ["PARL_BACKEND"])
 
+# Paddle's C++ side logs INFO/WARNING lines through glog (e.g. "New Executor
+# is Running" when exporting); keep errors only unless the user asked otherwise.
+os.environ.setdefault("GLOG_minloglevel", "2")
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="No ccache found")
     import paddle  # noqa: E402
