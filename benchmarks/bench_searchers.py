@@ -51,6 +51,31 @@ def running_best(recs):
     return out
 
 
+def plot_curves(curves, png):
+    """Running best per searcher (mean over seeds) against evaluations, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, cs in curves.items():
+        n = min(len(c) for c in cs)
+        xs, ys = [], []
+        for k in range(n):
+            vals = [c[k] for c in cs if c[k] is not None]
+            if len(vals) == len(cs):
+                xs.append(k)
+                ys.append(sum(vals) / len(vals))
+        ax.plot(xs, ys, label="%s (mean of %d seeds)" % (name, len(cs)))
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel("best feasible validation accuracy so far")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(png), exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main(argv):
     F = absl_flags.FLAGS
     base = with_default_data(flags.build_config())
@@ -91,28 +116,10 @@ def main(argv):
         print("| %s | %d | %.4f | %s | %s |" % (
             name, len(rows), mean, ", ".join("%.4f" % v for v in vals),
             ", ".join(str(r["first_index_at_best"]) for r in rows)))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, cs in curves.items():
-        n = min(len(c) for c in cs)
-        xs, ys = [], []
-        for k in range(n):
-            vals = [c[k] for c in cs if c[k] is not None]
-            if len(vals) == len(cs):
-                xs.append(k)
-                ys.append(sum(vals) / len(vals))
-        ax.plot(xs, ys, label="%s (mean of %d seeds)" % (name, len(cs)))
-    ax.set_xlabel("evaluation")
-    ax.set_ylabel("best feasible validation accuracy so far")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
     png = os.path.splitext(F.bench_out)[0] + ".png"
-    os.makedirs(os.path.dirname(png), exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    if curves:
+        plot_curves(curves, png)
+
 
     part2 = []
     if F.early_termination_part:
@@ -145,7 +152,7 @@ def main(argv):
     atomic_write_json(F.bench_out, {"config": base.to_dict(), "part1": part1,
                                     "mean_best": summary, "part2": part2,
                                     "date": time.strftime("%Y-%m-%d %H:%M")})
-    print("wrote %s and %s" % (F.bench_out, png))
+    print("wrote %s%s" % (F.bench_out, " and %s" % png if curves else ""))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from agent.parl_backend import paddle
+from trainer.data import Dataset
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
 from trainer import train
@@ -26,20 +27,9 @@ TINY = TrainerConfig(width=4, num_stages=2, num_cells=1, early_stop=1, train_bat
                      latency_repeats=2)
 
 
-@dataclasses.dataclass
-class Data:
-    """The fields of trainer.data.Dataset the trainer reads."""
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    val_images: np.ndarray
-    val_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    class_names: List[str]
-    image_shape: Tuple[int, int, int]
-    num_classes: int
-    augment: bool = False
-    manifest: dict = dataclasses.field(default_factory=dict)
+def Data(*fields, augment: bool = False) -> Dataset:
+    """A ``trainer.data.Dataset`` built in memory (no manifest on disk)."""
+    return Dataset(*fields, augment=augment, manifest={})
 
 
 def _idx(name: str) -> np.ndarray:
