@@ -34,10 +34,10 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from autodl_design.arch import Architecture
+from autodl_design.records import atomic_write_text
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS
 
@@ -347,17 +347,7 @@ class LatencyTable:
 
     def save(self, path: str):
         """Writes the table as JSON (atomically: temp file, then ``os.replace``)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".latency_table.", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str) -> "LatencyTable":
