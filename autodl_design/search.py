@@ -90,7 +90,9 @@ class Search:
             except ValueError as e:
                 raise SearchError("--resume: %s" % e) from None
             ckpt = os.path.join(self.log_dir, CHECKPOINT_DIR)
-            if os.path.isdir(ckpt):
+            # The agent swaps checkpoint folders with two renames; a kill between
+            # them leaves only checkpoint.old, which its restore() falls back to.
+            if os.path.isdir(ckpt) or os.path.isdir(ckpt + ".old"):
                 self.searcher.restore(ckpt)
         else:
             if os.path.exists(path) and os.path.getsize(path) > 0:
@@ -99,7 +101,8 @@ class Search:
             for stale in (PENDING_FILE, records.BEST_FILE):
                 if os.path.exists(os.path.join(self.log_dir, stale)):
                     os.remove(os.path.join(self.log_dir, stale))
-            shutil.rmtree(os.path.join(self.log_dir, CHECKPOINT_DIR), ignore_errors=True)
+            for stale in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
+                shutil.rmtree(os.path.join(self.log_dir, stale), ignore_errors=True)
         records.write_config(self.log_dir, cfg_dict)
         self.trials = records.TrialLog(path)
         try:

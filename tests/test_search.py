@@ -273,3 +273,14 @@ def test_tensorboard_scalars_and_progress_lines(tmp_path):
     assert sorted(rewards) == list(range(6))
     for i, value in rewards.items():
         assert abs(value - by_index[i]) < 1e-6
+
+
+def test_resume_after_a_kill_between_the_checkpoint_renames(tmp_path):
+    # The agent swaps checkpoint folders with two renames; killed between them,
+    # only checkpoint.old is left, and the resumed controller must use it.
+    assert run(make_config(tmp_path / "log", searcher="rl", num_models=8))[0] == 0
+    os.replace(tmp_path / "log" / "checkpoint", tmp_path / "log" / "checkpoint.old")
+    code, trials, out = run(make_config(tmp_path / "log", searcher="rl", num_models=12,
+                                        resume=True))
+    assert code == 0 and "controller step 2" in out
+    assert sorted(t["index"] for t in trials) == list(range(12))
