@@ -10,8 +10,6 @@ climb towards 20::
 ``--num_models`` is the number of steps (default 300 here; the size presets
 of the real search do not apply). Same ``--seed``, same reward curve on CPU.
 """
-import json
-import os
 import sys
 from typing import Callable, Dict, Optional
 

@@ -1,7 +1,7 @@
 """Plain configuration objects handed to the library (only entry points read FLAGS)."""
 import dataclasses
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 # Network and search sizes per preset. "gpu" follows AutoDL Design; "cpu" is
 # small enough for a complete real search in about 15 minutes on 2 cores.

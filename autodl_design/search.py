@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 from autodl_design import critic, evaluation, records
 from autodl_design.arch import Architecture

@@ -17,7 +17,6 @@ Every other flag of main.py applies (network size, --num_models, ...). Prints
 a table and writes JSON (default benchmarks/results/search.json).
 """
 import dataclasses
-import json
 import os
 import sys
 import time

@@ -39,6 +39,31 @@ def run(config, pool):
     return result, records.read_trials(os.path.join(config.search.log_dir, "trials.jsonl")), lines
 
 
+def kill_a_busy_actor(pool, trials_path, after, timeout=120):
+    """Starts a thread that kills an actor busy with a candidate once ``after`` records exist.
+
+    Returns:
+      (thread, killed): ``killed`` receives the index of the candidate that
+      was running on the killed actor.
+    """
+    killed = []
+
+    def killer():
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if (trials_path.exists() and len(records.read_trials(str(trials_path))) >= after
+                    and pool._busy):
+                w = next(iter(pool._busy))
+                killed.append(pool._busy[w]["index"])
+                pool.kill_actor(w)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    return t, killed
+
+
 def test_ray_search_matches_local_records(local_ray, tmp_path):
     config = make_config(tmp_path / "ray", num_models=10, batch_size=4)
     result, trials, _ = run(config, make_pool(config))
@@ -57,22 +82,14 @@ def test_killed_actor_mid_run_loses_and_duplicates_nothing(local_ray, tmp_path):
     lines = []
     pool = make_pool(config, delay=0.5, max_retries=2, log=lines.append)
 
-    def killer():
-        path = tmp_path / "log" / "trials.jsonl"
-        while not (path.exists() and len(records.read_trials(str(path))) >= 3):
-            time.sleep(0.05)
-        busy = list(pool._busy)
-        pool.kill_actor(busy[0] if busy else 0)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
+    t, killed = kill_a_busy_actor(pool, tmp_path / "log" / "trials.jsonl", after=3)
     result, trials, out = run(config, pool)
     t.join(timeout=5)
     pool.terminate()
     indices = [r["index"] for r in trials]
     assert sorted(indices) == list(range(12)) and len(set(indices)) == 12
     assert all(r["status"] == "ok" or r["status"] == "duplicate" for r in trials)
-    assert any("retrying it" in l for l in lines), lines
+    assert killed and any("retrying it" in l for l in lines), lines
 
 
 def test_dead_candidate_is_retried_then_recorded_failed(local_ray, tmp_path):
@@ -117,21 +134,7 @@ def test_real_trainer_actors_survive_a_killed_actor(local_ray, tmp_path, tiny_da
                    trial_timeout=0, setup_path=search.REAL_SETUP, eval_path=search.REAL_EVALUATE,
                    setup_args={"data_path": tiny_data, "config_dict": config.to_dict()},
                    log=lines.append)
-    killed = []
-
-    def killer():
-        path = tmp_path / "log" / "trials.jsonl"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if path.exists() and len(records.read_trials(str(path))) >= 2 and pool._busy:
-                w = next(iter(pool._busy))
-                killed.append(pool._busy[w]["index"])
-                pool.kill_actor(w)
-                return
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
+    t, killed = kill_a_busy_actor(pool, tmp_path / "log" / "trials.jsonl", after=2)
     result, trials, _ = run(config, pool)
     t.join(timeout=5)
     pool.terminate()

@@ -1,5 +1,4 @@
 """The report: PNGs that decode and show something, Markdown links that resolve."""
-import os
 import re
 import subprocess
 import sys

@@ -4,7 +4,6 @@ import gzip
 import os
 import subprocess
 import sys
-from typing import List, Tuple
 
 import numpy as np
 import pytest
