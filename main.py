@@ -8,8 +8,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     config = flags.build_config()
-    from autodl_design import search  # heavy imports only after flag parsing
-    return search.run_from_config(config)
+    from autodl_design.search import driver  # heavy imports only after flag parsing
+    return driver.run_from_config(config)
 
 
 if __name__ == "__main__":

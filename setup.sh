@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ]; then
   if [ "${WITH_RAY:-0}" = 1 ]; then
     "${PIP[@]}" install -q -r requirements-ray.txt
   fi
-  "$VENV/bin/python" -c "import agent.parl_backend as p; p.check_installation()"
+  "$VENV/bin/python" -c "import autodl_design.backend as p; p.check_installation()"
   rm -f "$VENV"/.autodl-setup-*
   touch "$stamp"
 fi

@@ -27,11 +27,11 @@ import numpy as np
 
 from agent.algorithm import Reinforce
 from agent.model import ControllerModel
-from agent.parl_backend import paddle, parl
+from autodl_design.backend import paddle, parl
 from autodl_design.arch import Architecture
 from autodl_design.config import AgentConfig
 from autodl_design.ops import parse_ops
-from trainer.devices import use_device
+from autodl_design.devices import use_device
 
 CHECKPOINT_FORMAT = "autodl-design-agent/1"
 ADVANTAGES = ("identity", "cube")

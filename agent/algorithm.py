@@ -3,7 +3,7 @@ from typing import Tuple
 
 import numpy as np
 
-from agent.parl_backend import paddle, parl
+from autodl_design.backend import paddle, parl
 from agent.model import ControllerModel
 
 

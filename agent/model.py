@@ -29,7 +29,7 @@ from typing import Tuple
 
 import numpy as np
 
-from agent.parl_backend import paddle, parl
+from autodl_design.backend import paddle, parl
 
 F = paddle.nn.functional
 

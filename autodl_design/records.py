@@ -237,8 +237,10 @@ class TrialLog:
             os.fsync(self._fd)
         except BaseException:
             os.close(self._fd)
+            self._fd = None  # else __del__ would close whatever file reuses the number
             raise
         os.close(self._fd)
+        self._fd = None
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._indices: Set[int] = {r["index"] for r in self.records
                                    if isinstance(r.get("index"), int)}

@@ -107,7 +107,7 @@ def main(argv):
         return 2
     config = flags.build_config()
     agent_config = config.agent
-    from agent.parl_backend import paddle  # after build_config, which imported it anyway
+    from autodl_design.backend import paddle  # after build_config, which imported it anyway
     ceiling = reward_ceiling(agent_config.num_nodes, agent_config.num_tokens,
                              agent_config.tanh_constant)
     rows = []

@@ -3,8 +3,8 @@
 1. Profiles this machine with ``python -m trainer.profile`` (``--preset``
    sizes, default cpu; 28x28x1 images, 10 classes, 1 thread, all ops, 10
    nodes), as a user would on the target device.
-2. For ``--archs`` random architectures (``autodl_design.searchers.
-   random_architecture``, seed ``--seed``, 10 nodes, all ops) predicts
+2. For ``--archs`` random architectures (``autodl_design.search.searchers.
+   CellSpace.sample``, seed ``--seed``, 10 nodes, all ops) predicts
    latency and peak memory from the table and measures them with
    ``trainer.metrics.measure_hardware`` (what the search measures without a
    table). The reference latency is the median of ``--measurements``
@@ -50,10 +50,10 @@ def _rel(pred: float, ref: float) -> float:
 
 def main(argv):
     del argv
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from autodl_design.config import SIZE_PRESETS, TrainerConfig
     from autodl_design.ops import OP_NAMES
-    from autodl_design.searchers import random_architecture
+    from autodl_design.spaces import CellSpace
     from trainer import metrics
     from trainer.latency_table import LatencyTable
 
@@ -86,7 +86,7 @@ def main(argv):
     print("\n%3s  %12s  %9s %9s %7s  %9s %9s %7s  %6s"
           % ("#", "arch", "meas ms", "pred ms", "err", "meas MB", "pred MB", "err", "noise"))
     for i in range(FLAGS.archs):
-        arch = random_architecture(rng, 10, OP_NAMES)
+        arch = CellSpace(10, OP_NAMES).sample(rng)
         pred = table.predict(arch, config, image_shape, FLAGS.num_classes)
         runs = [metrics.measure_hardware(arch, config, image_shape, FLAGS.num_classes)
                 for _ in range(FLAGS.measurements)]

@@ -66,7 +66,7 @@ def _paddle_train(spec):
     warnings.filterwarnings("ignore", message="When training, we now always track")
     import numpy as np
     sys.path.insert(0, ROOT)
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from autodl_design.arch import Architecture
     from autodl_design.config import TrainerConfig
     from trainer.network import build_network
@@ -220,7 +220,7 @@ def _evaluation(spec):
     import warnings
     warnings.filterwarnings("ignore", message="When training, we now always track")
     sys.path.insert(0, ROOT)
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from autodl_design.arch import Architecture
     from autodl_design.config import TrainerConfig
     from trainer import data as data_lib

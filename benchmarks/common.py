@@ -23,7 +23,7 @@ def run_real_search(config, log=lambda line: None):
       dict: result (SearchResult), records (sorted by index), startup_s
       (worker start-up), workers, devices.
     """
-    from autodl_design import search, searchers
+    from autodl_design.search import driver as search, searchers
     tmp = tempfile.mkdtemp(prefix="bench-")
     config = dataclasses.replace(config, search=dataclasses.replace(
         config.search, log_dir=os.path.join(tmp, "log"), resume=False))

@@ -205,7 +205,7 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
 
     Args:
       flag_values: parsed absl FlagValues (default: the global FLAGS).
-      num_gpus: GPUs Paddle sees; None asks Paddle (``trainer.devices``).
+      num_gpus: GPUs Paddle sees; None asks Paddle (``autodl_design.devices``).
       cores: CPU cores for the default CPU workers; None = os.cpu_count().
 
     Returns:
@@ -214,7 +214,7 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     """
     f = FLAGS if flag_values is None else flag_values
     if num_gpus is None:
-        from trainer.devices import count_gpus  # imports Paddle; only when asked
+        from autodl_design.devices import count_gpus  # imports Paddle; only when asked
         num_gpus = count_gpus()
     preset = f.preset if f.preset != "auto" else ("gpu" if num_gpus > 0 else "cpu")
     sizes = {k: (getattr(f, k) if getattr(f, k) is not None else cfg.SIZE_PRESETS[preset][k])

@@ -5,9 +5,9 @@ Usage: python -m tests.fake_search_main CONFIG_JSON SETUP_ARGS_JSON
 import json
 import sys
 
-from autodl_design import search, searchers
+from autodl_design.search import driver as search, searchers
 from autodl_design.config import Config
-from autodl_design.workers import LocalPool
+from autodl_design.search.local_pool import LocalPool
 
 
 def main(argv):

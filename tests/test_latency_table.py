@@ -11,7 +11,7 @@ import pytest
 from autodl_design import config as cfg
 from autodl_design.arch import Architecture, Cell
 from autodl_design.ops import OP_NAMES
-from autodl_design.searchers import random_architecture
+from autodl_design.spaces import CellSpace
 from trainer import evaluate, metrics
 from trainer import latency_table as lt
 
@@ -36,7 +36,7 @@ def tiny_config(**trainer) -> cfg.Config:
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from trainer import profile
     paddle.set_device("cpu")
     t = profile.profile(tiny_config(), SHAPE, CLASSES, "cpu", 1, calibration_archs=2,
@@ -152,7 +152,7 @@ def test_other_settings_are_rejected_by_name(table, tmp_path):
 def test_predicted_memory_matches_the_allocator_and_latency_is_sane(table):
     rng = np.random.default_rng(7)
     for _ in range(3):
-        arch = random_architecture(rng, NODES, OP_NAMES)
+        arch = CellSpace(NODES, OP_NAMES).sample(rng)
         hw = metrics.measure_hardware(arch, TRAINER, SHAPE, CLASSES)
         p = table.predict(arch, TRAINER, SHAPE, CLASSES)
         assert p["memory_source"] == "table:paddle_host_allocator"

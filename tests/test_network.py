@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agent.parl_backend import paddle
+from autodl_design.backend import paddle
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OP_NAMES, OPS

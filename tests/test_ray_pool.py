@@ -5,12 +5,13 @@ import time
 
 import pytest
 
-# Bind the local Ray instance to 127.0.0.1 (see autodl_design/ray_pool.py).
+# Bind the local Ray instance to 127.0.0.1 (see autodl_design/search/ray_pool.py).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is the optional extra: WITH_RAY=1 bash setup.sh")
 
-from autodl_design import records, search, searchers  # noqa: E402
-from autodl_design.ray_pool import RayPool  # noqa: E402
+from autodl_design import records
+from autodl_design.search import driver as search, searchers  # noqa: E402
+from autodl_design.search.ray_pool import RayPool  # noqa: E402
 from tests.test_search import make_config  # noqa: E402
 
 

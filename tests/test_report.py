@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autodl_design import report
+from autodl_design.search import report
 from tests.test_search import ROOT, make_config, run
 
 
@@ -42,12 +42,12 @@ def test_search_writes_a_report_with_working_links(tmp_path, searcher):
 def test_report_command_and_errors(tmp_path):
     config = make_config(tmp_path / "log", num_models=4, max_params=1)
     assert run(config)[0] == 0
-    r = subprocess.run([sys.executable, "-m", "autodl_design.report", "--log_dir",
+    r = subprocess.run([sys.executable, "-m", "autodl_design.search.report", "--log_dir",
                         str(tmp_path / "log")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "report.md" in r.stdout
     md = (tmp_path / "log" / "report" / "report.md").read_text()
     assert "There are no possible architecture satisfying constraints!" in md
-    r = subprocess.run([sys.executable, "-m", "autodl_design.report", "--log_dir",
+    r = subprocess.run([sys.executable, "-m", "autodl_design.search.report", "--log_dir",
                         str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "holds no search records" in r.stderr
 

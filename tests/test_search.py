@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from autodl_design import records, search, searchers
+from autodl_design import records
+from autodl_design.search import driver as search, searchers
 from autodl_design.arch import Architecture
 from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataConfig,
                                   DeviceConfig, SearchConfig, TrainerConfig)
-from autodl_design.workers import LocalPool
+from autodl_design.search.local_pool import LocalPool
 from tests import fake_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

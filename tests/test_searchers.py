@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 
 from autodl_design.arch import Architecture
-from autodl_design.config import AgentConfig
-from autodl_design.searchers import EvolutionSearcher, RandomSearcher, mutate, random_architecture
+from autodl_design.search.searchers import EvolutionSearcher, RandomSearcher
+from autodl_design.spaces import CellSpace
 
 OPS = ("conv_1x1", "conv_3x3", "maxpool_3x3")
 
 
 def agent(n=4):
-    return AgentConfig(num_nodes=n, ops=OPS)
+    return CellSpace(n, OPS)
 
 
 def diff_count(a: Architecture, b: Architecture):
@@ -23,14 +23,16 @@ def test_mutation_changes_exactly_one_op_or_one_edge():
     rng = np.random.default_rng(0)
     kinds = set()
     for _ in range(300):
-        a = random_architecture(rng, 5, OPS)
-        b = mutate(a, rng, OPS)
+        space = CellSpace(5, OPS)
+        a = space.sample(rng)
+        b = space.mutate(a, rng)
         ops, edges = diff_count(a, b)
         assert (ops, edges) in ((1, 0), (0, 1))
         kinds.add((ops, edges))
     assert kinds == {(1, 0), (0, 1)}
-    single = random_architecture(rng, 3, ("conv_3x3",))
-    assert diff_count(single, mutate(single, rng, ("conv_3x3",))) == (0, 1)
+    one_op = CellSpace(3, ("conv_3x3",))
+    single = one_op.sample(rng)
+    assert diff_count(single, one_op.mutate(single, rng)) == (0, 1)
 
 
 def test_random_searcher_is_seeded_and_covers_ops_and_edges():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from agent.parl_backend import paddle
+from autodl_design.backend import paddle
 from trainer.data import Dataset
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig

@@ -60,7 +60,7 @@ def main(argv):
         return _fail(e)
 
     from trainer import metrics, network, train
-    from trainer.devices import use_device
+    from autodl_design.devices import use_device
     device = use_device(config.devices.trainer_devices[0])
     trainer_config = config.trainer
     if FLAGS.epochs is not None:

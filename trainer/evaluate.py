@@ -1,6 +1,6 @@
 """The real trainer behind the search's workers: set up once per worker, evaluate candidates.
 
-``autodl_design.workers`` (local processes) and ``autodl_design.ray_pool``
+``autodl_design.search.local_pool`` (local processes) and ``autodl_design.search.ray_pool``
 (Ray actors) call ``setup_worker`` once and ``evaluate_candidate`` per
 candidate; ``tests/fake_trainer.py`` has the same two functions.
 """
@@ -15,9 +15,9 @@ from autodl_design.config import Config, TrainerConfig
 
 def setup_worker(device: str, threads: int, data_path: str, config_dict: Dict, **unused) -> Dict:
     """Pins this process to ``device`` and ``threads`` and loads the dataset once."""
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from trainer.data import load_dataset
-    from trainer.devices import use_device
+    from autodl_design.devices import use_device
     paddle.base.core.set_num_threads(int(threads))
     use_device(device)
     config = Config.from_dict(config_dict)

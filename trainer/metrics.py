@@ -145,7 +145,7 @@ def flops_by_hooks(model, image_shape: Sequence[int]) -> int:
     An independent check of ``count``: forward hooks read every Conv2D and
     Linear layer's actual output shape.
     """
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     total = [0]
     hooks = []
 
@@ -183,7 +183,7 @@ def _sync(paddle):
 def measure_latency(model, image_shape: Sequence[int], batch: int = 1, repeats: int = 50,
                     warmup: int = 3) -> Tuple[float, float]:
     """(median, p90) ms of an eval-mode forward pass of ``batch`` random images."""
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     model.eval()
     x = paddle.randn([batch] + [int(s) for s in image_shape], "float32")
     times = []
@@ -248,7 +248,7 @@ def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Seq
       latency_p90_ms, memory_mb (floats), memory_source (str),
       latency_batch (int).
     """
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from trainer.network import build_network
     counts = count(arch, config, image_shape, num_classes)
     batch = config.latency_batch

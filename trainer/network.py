@@ -33,7 +33,7 @@ Layers are built from ``autodl_design.ops.OPS`` specs by one builder per
 """
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from agent.parl_backend import paddle
+from autodl_design.backend import paddle
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS, OpSpec

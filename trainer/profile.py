@@ -91,7 +91,7 @@ def cpu_model() -> str:
 
 def describe_device(device: str, threads: int) -> Dict:
     """Device fields of the table: description, cpu_model, threads, device, Paddle version, date."""
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     cpu = cpu_model()
     desc = cpu
     if device.startswith("gpu"):
@@ -112,7 +112,7 @@ def build_block(block, batch: int):
       (fn, inputs): ``fn()`` runs the block's forward pass on ``inputs`` the
       way ``trainer.network`` does.
     """
-    from agent.parl_backend import paddle
+    from autodl_design.backend import paddle
     from trainer.network import _bn_relu, _conv, build_op
     nn = paddle.nn
     kind, a = block.kind, block.args
@@ -223,8 +223,8 @@ def profile(config, image_shape: Sequence[int], num_classes: int, device: str, t
     Returns:
       The ``LatencyTable`` (not saved).
     """
-    from agent.parl_backend import paddle
-    from autodl_design.searchers import random_architecture
+    from autodl_design.backend import paddle
+    from autodl_design.spaces import CellSpace
     from trainer import latency_table as lt
     from trainer import metrics
     tc = config.trainer
@@ -275,7 +275,7 @@ def profile(config, image_shape: Sequence[int], num_classes: int, device: str, t
             entries[block.key] = e
             fns.append(fn)
         rng = np.random.default_rng(calibration_seed)
-        archs = [random_architecture(rng, config.agent.num_nodes, config.agent.ops)
+        archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
                  for _ in range(calibration_archs)]
         runs: List[List[Dict]] = [[] for _ in archs]
         interleave = [functools.partial(
@@ -384,8 +384,8 @@ def main(argv):
         except ValueError as e:
             return _fail(e)
         num_classes = FLAGS.num_classes
-    from agent.parl_backend import paddle
-    from trainer.devices import use_device
+    from autodl_design.backend import paddle
+    from autodl_design.devices import use_device
     try:
         device = use_device(config.devices.trainer_devices[0])
     except RuntimeError as e:

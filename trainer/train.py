@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.parl_backend import paddle
+from autodl_design.backend import paddle
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
 from trainer.network import Network, build_network
@@ -231,7 +231,7 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *,
     """Trains ``arch`` on the training chunk and measures its accuracies.
 
     Deterministic on CPU for a given (config.seed, seed). Runs on the current
-    Paddle device (``trainer.devices.use_device``).
+    Paddle device (``autodl_design.devices.use_device``).
 
     Args:
       arch: the candidate.

@@ -15,21 +15,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from autodl_design import records
-from autodl_design.arch import Architecture, Cell
+from autodl_design.arch import Architecture
 from autodl_design.config import AgentConfig, Config
-
-
-def random_architecture(rng: np.random.Generator, num_nodes: int,
-                        ops: Sequence[str]) -> Architecture:
-    """Uniform ops and fair-coin edges, drawn in the controller's vector order."""
-    cells = []
-    for _ in range(2):
-        names = [ops[int(i)] for i in rng.integers(0, len(ops), num_nodes)]
-        m = np.zeros((num_nodes, num_nodes), np.int8)
-        for j in range(1, num_nodes):
-            m[:j, j] = rng.integers(0, 2, j)
-        cells.append(Cell(names, m))
-    return Architecture(*cells)
+from autodl_design.interfaces import Candidate, SearchSpace
+from autodl_design.spaces import CellSpace
 
 
 class RandomSearcher:
@@ -37,14 +26,13 @@ class RandomSearcher:
 
     STATE_FILE = "random_searcher.json"
 
-    def __init__(self, agent: AgentConfig, seed: int):
-        self.agent = agent
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space = space
         self.rng = np.random.default_rng(seed)
         self.step = 0
 
-    def propose(self, n: int) -> List[Architecture]:
-        return [random_architecture(self.rng, self.agent.num_nodes, self.agent.ops)
-                for _ in range(n)]
+    def propose(self, n: int) -> List[Candidate]:
+        return [self.space.sample(self.rng) for _ in range(n)]
 
     def observe(self, archs: Sequence[Architecture], rewards: Sequence[Optional[float]]):
         self.step += 1
@@ -62,27 +50,6 @@ class RandomSearcher:
         self.rng.bit_generator.state = state["rng"]
 
 
-def mutate(arch: Architecture, rng: np.random.Generator, ops: Sequence[str]) -> Architecture:
-    """One mutation: change one node's op, or flip one edge, in one of the two cells."""
-    cells = [arch.normal, arch.reduction]
-    c = int(rng.integers(2))
-    cell = cells[c]
-    n = cell.num_nodes
-    if len(ops) > 1 and rng.random() < 0.5:
-        node = int(rng.integers(n))
-        choices = [op for op in ops if op != cell.ops[node]]
-        new_ops = list(cell.ops)
-        new_ops[node] = choices[int(rng.integers(len(choices)))]
-        cells[c] = Cell(new_ops, cell.matrix)
-    else:
-        j = int(rng.integers(1, n))
-        i = int(rng.integers(j))
-        m = cell.matrix.copy()
-        m[i, j] = 1 - m[i, j]
-        cells[c] = Cell(cell.ops, m)
-    return Architecture(*cells)
-
-
 class EvolutionSearcher:
     """Regularized evolution (Real et al. 2019): tournament selection with aging.
 
@@ -95,11 +62,11 @@ class EvolutionSearcher:
 
     STATE_FILE = "evolution_searcher.json"
 
-    def __init__(self, agent: AgentConfig, seed: int, population: int, sample_size: int):
+    def __init__(self, space: SearchSpace, seed: int, population: int, sample_size: int):
         if not 1 <= sample_size <= population:
             raise ValueError("--sample_size must be between 1 and --population (%d), got %d"
                              % (population, sample_size))
-        self.agent = agent
+        self.space = space
         self.population_size = population
         self.sample_size = sample_size
         self.rng = np.random.default_rng(seed)
@@ -111,13 +78,13 @@ class EvolutionSearcher:
         out = []
         for _ in range(n):
             if self.proposed < self.population_size or not self.population:
-                out.append(random_architecture(self.rng, self.agent.num_nodes, self.agent.ops))
+                out.append(self.space.sample(self.rng))
             else:
                 picks = self.rng.choice(len(self.population),
                                         size=min(self.sample_size, len(self.population)),
                                         replace=False)
                 parent = max(picks, key=lambda k: (self.population[k][1], -k))
-                out.append(mutate(self.population[parent][0], self.rng, self.agent.ops))
+                out.append(self.space.mutate(self.population[parent][0], self.rng))
             self.proposed += 1
         return out
 
@@ -143,7 +110,7 @@ class EvolutionSearcher:
         self.step = state["step"]
         self.proposed = state["proposed"]
         self.rng.bit_generator.state = state["rng"]
-        self.population = [(Architecture.from_dict(p["arch"]), p["reward"])
+        self.population = [(self.space.from_dict(p["arch"]), p["reward"])
                            for p in state["population"]]
 
 
@@ -187,11 +154,12 @@ class RLSearcher:
 def make_searcher(config: Config):
     """The searcher named by ``config.search.searcher``."""
     kind = config.search.searcher
+    space = CellSpace(config.agent.num_nodes, config.agent.ops)
     if kind == "random":
-        return RandomSearcher(config.agent, config.search.seed)
+        return RandomSearcher(space, config.search.seed)
     if kind == "rl":
         return RLSearcher(config.agent, config.search.seed)
     if kind == "evolution":
-        return EvolutionSearcher(config.agent, config.search.seed, config.search.population,
+        return EvolutionSearcher(space, config.search.seed, config.search.population,
                                  config.search.sample_size)
     raise ValueError("unknown searcher %r: use rl, random or evolution" % kind)

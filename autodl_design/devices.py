@@ -1,5 +1,5 @@
 """The one place where Paddle devices are counted and selected."""
-from agent.parl_backend import paddle
+from autodl_design.backend import paddle
 
 
 def count_gpus() -> int:

@@ -1,6 +1,6 @@
 """Trainer workers as Ray actors, for searches that span several machines.
 
-Same interface as ``autodl_design.workers.LocalPool`` and the same worker
+Same interface as ``autodl_design.search.local_pool.LocalPool`` and the same worker
 code (``setup_path``/``eval_path``); the controller stays in the driver.
 
 * One actor per GPU (``num_gpus=1``) or per ``cpus_per_trainer`` CPUs;
@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from autodl_design.workers import _import
+from autodl_design.search.local_pool import _import
 
 READY_TIMEOUT_S = 600.0
 # With this set to 0 before ``import ray``, a Ray instance started here uses

@@ -4,7 +4,7 @@ PARL 2.2.1 picks its backend on import and looks for the removed
 ``paddle.fluid`` unless ``PARL_BACKEND=paddle`` is set first; Paddle 3.x warns
 about a missing ccache on import. Import ``paddle`` and ``parl`` from here::
 
-    from agent.parl_backend import paddle, parl
+    from autodl_design.backend import paddle, parl
 
 ``parl`` is imported on first use only: importing PARL starts a
 multiprocessing Manager and a child process (its framework check), which the

@@ -1,6 +1,6 @@
 """Readable results of a search: PNG plots, cell drawings and a Markdown summary.
 
-Usage: ``python -m autodl_design.report --log_dir DIR`` (also run at the end
+Usage: ``python -m autodl_design.search.report --log_dir DIR`` (also run at the end
 of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 ``DIR/report/``:
 
