@@ -13,10 +13,10 @@ of the real search do not apply). Same ``--seed``, same reward curve on CPU.
 import sys
 from typing import Callable, Dict, Optional
 
-from absl import app  # before `flags`: absl.logging defines --log_dir, `flags` reuses it
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (defines the shared flags)
+from autodl_design import cli
 from autodl_design.records import atomic_write_json
 
 FLAGS = absl_flags.FLAGS
@@ -66,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -146,7 +146,7 @@ def test_device_parsing_and_threads():
 
 
 def test_devices_and_flags_do_not_import_paddle():
-    code = ("import sys, autodl_design.devices, flags; "
+    code = ("import sys, autodl_design.devices, autodl_design.cli, flags; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'parl')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
@@ -167,15 +167,16 @@ def test_main_helpfull_lists_flags_grouped():
 
 def test_main_rejects_bad_flag_with_one_line(tmp_path):
     r = run_main("--num_nodes=1")
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "num_nodes" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: flag --num_nodes=1: 1 is not integer >= 2"]
 
 
 def test_flagfile_works(tmp_path):
     ff = tmp_path / "run.flags"
     ff.write_text("--agent_device=gpu:x\n")
     r = run_main("--flagfile=%s" % ff)
-    assert r.returncode != 0 and "agent_device" in r.stderr
+    assert r.returncode == 2 and "agent_device" in r.stderr
     fv = parse(["--flagfile=%s" % _write(tmp_path / "ok.flags", "--num_nodes=4\n--seed=3\n")])
     assert fv.num_nodes == 4 and fv.seed == 3
 
