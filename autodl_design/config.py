@@ -58,7 +58,6 @@ class TrainerConfig:
     weight_decay: float = 1e-4
     latency_batch: int = 1
     latency_repeats: int = _GPU["latency_repeats"]
-    seed: int = 0
     latency_table: str = ""      # profiled table of the target device ("" = measure here)
 
 

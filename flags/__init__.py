@@ -261,7 +261,6 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     values["agent"]["ops"] = tuple(parse_ops(f.ops))
     for k in ("width", "num_stages", "num_cells", "early_stop", "latency_repeats"):
         values["trainer"][k] = int(sizes[k])
-    values["trainer"]["seed"] = f.seed
     if f.latency_table:
         values["trainer"]["latency_table"] = os.path.abspath(f.latency_table)
     values["devices"]["agent_device"] = (devices.parse_device(f.agent_device) if f.agent_device
