@@ -79,7 +79,8 @@ def use_device(device: str) -> str:
         index = int(device[4:])
         n = count_gpus()
         if index >= n:
-            raise RuntimeError("device %s requested but Paddle sees %d GPU(s): use --trainer_devices/"
-                               "--agent_device cpu or an index below %d" % (device, n, max(n, 1)))
+            raise RuntimeError("device %s requested but Paddle sees %d GPU(s): use "
+                               "--trainer_devices/--agent_device cpu or an index below %d"
+                               % (device, n, max(n, 1)))
     paddle.device.set_device(device)
     return device

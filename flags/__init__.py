@@ -51,35 +51,41 @@ def _size_help(text: str, key: str) -> str:
     return text + _SIZE_HELP % (cfg.SIZE_PRESETS["cpu"][key], cfg.SIZE_PRESETS["gpu"][key])
 
 
+def _config_flag(define, name: str, *args, **kwargs):
+    """``define(name, default, *args, **kwargs)`` with the dataclass default (CONFIG_FLAGS)."""
+    define(name, _default(name), *args, **kwargs)
+
+
 def _define():
     d = absl_flags
+    cf = _config_flag
     # ---------------- data ----------------
-    d.DEFINE_string("data_path", _default("data_path"), "Dataset folder made by dataset_maker.py; empty = the "
-                    "embedded default (real Fashion-MNIST, prepared on first use).")
+    cf(d.DEFINE_string, "data_path", "Dataset folder made by dataset_maker.py; empty = the "
+       "embedded default (real Fashion-MNIST, prepared on first use).")
     d.DEFINE_integer("images_per_class", None, _size_help(
         "Images of each class over all 10 chunks of the embedded default dataset (AutoDL "
         "Design's chunk_size; 9 chunks train, 1 validates).", "images_per_class"),
         lower_bound=1)
     # ---------------- agent ----------------
-    d.DEFINE_integer("num_nodes", _default("num_nodes"), "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
-    d.DEFINE_list("ops", parse_ops(cfg.default("agent", "ops")), "Op subset the controller chooses from; the number of "
-                  "tokens is its length (AutoDL Design's num_tokens = 10). Valid: "
-                  + ", ".join(OP_NAMES))
-    d.DEFINE_integer("hidden_size", _default("hidden_size"), "LSTM hidden size of the controller.", lower_bound=1)
-    d.DEFINE_integer("num_layers", _default("num_layers"), "LSTM layers of the controller.", lower_bound=1)
-    d.DEFINE_float("learning_rate", _default("learning_rate"), "Adam learning rate of the controller.", lower_bound=0)
-    d.DEFINE_float("bl_decay", _default("bl_decay"), "Decay of the moving-average reward baseline.",
-                   lower_bound=0, upper_bound=1)
-    d.DEFINE_integer("batch_size", _default("batch_size"), "Architectures sampled per controller step.",
-                     lower_bound=1)
-    d.DEFINE_float("temperature", _default("temperature"), "T in the controller logits tanh(l / T) * C.",
-                   lower_bound=1e-6)
-    d.DEFINE_float("tanh_constant", _default("tanh_constant"), "C in the controller logits tanh(l / T) * C.",
-                   lower_bound=1e-6)
-    d.DEFINE_float("entropy_weight", _default("entropy_weight"), "Weight of the entropy bonus in the REINFORCE loss.",
-                   lower_bound=0)
-    d.DEFINE_enum("advantage", _default("advantage"), ["identity", "cube"], "Advantage from reward r and "
-                  "baseline b: r - b, or AutoDL Design's (r - b)^3.")
+    cf(d.DEFINE_integer, "num_nodes", "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
+    d.DEFINE_list("ops", parse_ops(cfg.default("agent", "ops")), "Op subset the controller "
+                  "chooses from; the number of tokens is its length (AutoDL Design's "
+                  "num_tokens = 10). Valid: " + ", ".join(OP_NAMES))
+    cf(d.DEFINE_integer, "hidden_size", "LSTM hidden size of the controller.", lower_bound=1)
+    cf(d.DEFINE_integer, "num_layers", "LSTM layers of the controller.", lower_bound=1)
+    cf(d.DEFINE_float, "learning_rate", "Adam learning rate of the controller.", lower_bound=0)
+    cf(d.DEFINE_float, "bl_decay", "Decay of the moving-average reward baseline.",
+       lower_bound=0, upper_bound=1)
+    cf(d.DEFINE_integer, "batch_size", "Architectures sampled per controller step.",
+       lower_bound=1)
+    cf(d.DEFINE_float, "temperature", "T in the controller logits tanh(l / T) * C.",
+       lower_bound=1e-6)
+    cf(d.DEFINE_float, "tanh_constant", "C in the controller logits tanh(l / T) * C.",
+       lower_bound=1e-6)
+    cf(d.DEFINE_float, "entropy_weight", "Weight of the entropy bonus in the REINFORCE loss.",
+       lower_bound=0)
+    cf(d.DEFINE_enum, "advantage", ["identity", "cube"], "Advantage from reward r and "
+       "baseline b: r - b, or AutoDL Design's (r - b)^3.")
     # ---------------- trainer ----------------
     d.DEFINE_enum("preset", "auto", ["auto", "cpu", "gpu"], "Size preset for the network and "
                   "search budget: auto = gpu when Paddle sees a GPU, else cpu. Every size flag "
@@ -90,25 +96,25 @@ def _define():
                      "starts with a reduction cell.", "num_stages"), lower_bound=1)
     d.DEFINE_integer("num_cells", None, _size_help("Normal cells per stage.", "num_cells"),
                      lower_bound=1)
-    d.DEFINE_integer("ratio", _default("ratio"), "A source node compresses the cell input to C/ratio channels.",
-                     lower_bound=1)
-    d.DEFINE_float("dropout", _default("dropout"), "Dropout before the classifier.", lower_bound=0,
-                   upper_bound=0.99)
+    cf(d.DEFINE_integer, "ratio", "A source node compresses the cell input to C/ratio channels.",
+       lower_bound=1)
+    cf(d.DEFINE_float, "dropout", "Dropout before the classifier.", lower_bound=0,
+       upper_bound=0.99)
     d.DEFINE_integer("early_stop", None, _size_help("Training epochs per candidate (AutoDL "
                      "Design's early_stop).", "early_stop"), lower_bound=1)
-    d.DEFINE_integer("train_batch_size", _default("train_batch_size"), "Images per training step.", lower_bound=1)
-    d.DEFINE_float("lr_max", _default("lr_max"), "Start of the cosine learning-rate schedule.", lower_bound=0)
-    d.DEFINE_float("lr_min", _default("lr_min"), "End of the cosine learning-rate schedule.", lower_bound=0)
-    d.DEFINE_float("momentum", _default("momentum"), "Nesterov momentum.", lower_bound=0, upper_bound=1)
-    d.DEFINE_float("weight_decay", _default("weight_decay"), "L2 weight decay.", lower_bound=0)
-    d.DEFINE_integer("latency_batch", _default("latency_batch"), "Batch size of the latency measurement.", lower_bound=1)
+    cf(d.DEFINE_integer, "train_batch_size", "Images per training step.", lower_bound=1)
+    cf(d.DEFINE_float, "lr_max", "Start of the cosine learning-rate schedule.", lower_bound=0)
+    cf(d.DEFINE_float, "lr_min", "End of the cosine learning-rate schedule.", lower_bound=0)
+    cf(d.DEFINE_float, "momentum", "Nesterov momentum.", lower_bound=0, upper_bound=1)
+    cf(d.DEFINE_float, "weight_decay", "L2 weight decay.", lower_bound=0)
+    cf(d.DEFINE_integer, "latency_batch", "Batch size of the latency measurement.", lower_bound=1)
     d.DEFINE_integer("latency_repeats", None, _size_help("Timed runs of the latency "
                      "measurement (after warm-up).", "latency_repeats"), lower_bound=1)
     # ---------------- search ----------------
     d.DEFINE_integer("num_models", None, _size_help("Evaluations in the search.", "num_models"),
                      lower_bound=1)
-    d.DEFINE_float("max_time", _default("max_time"), "Stop the search after this many seconds (0 = no limit).",
-                   lower_bound=0)
+    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit).",
+       lower_bound=0)
     # absl.logging already defines --log_dir (used only if absl writes log files,
     # which this project never asks it to); give it AutoDL Design's default and
     # this project's meaning instead of defining a second flag.
@@ -116,67 +122,67 @@ def _define():
         d.DEFINE_string("log_dir", _default("log_dir"), "")
     FLAGS.set_default("log_dir", _default("log_dir"))
     FLAGS["log_dir"].help = "Folder for records, checkpoints and the report (--resume reads it)."
-    d.DEFINE_boolean("resume", _default("resume"), "Continue the search recorded in --log_dir.")
-    d.DEFINE_integer("seed", _default("seed"), "Random seed (same seed, same result on CPU).", lower_bound=0)
-    d.DEFINE_integer("lookahead", _default("lookahead"), "Batches proposed ahead of learning, so that trainers never "
-                     "wait for the slowest candidate of a batch (0 = AutoDL Design's strict "
-                     "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
-                     "learning from batch s, whatever the timing: runs stay reproducible.",
-                     lower_bound=0)
-    d.DEFINE_enum("searcher", _default("searcher"), ["rl", "random", "evolution"], "Who proposes "
-                  "architectures: the RL controller, uniform random sampling, or regularized "
-                  "evolution (baselines sharing the same trainers, critic, records and resume).")
-    d.DEFINE_integer("population", _default("population"), "Regularized evolution: population size (the first "
-                     "--population candidates are random).", lower_bound=1)
-    d.DEFINE_integer("sample_size", _default("sample_size"), "Regularized evolution: tournament size.", lower_bound=1)
-    d.DEFINE_enum("early_termination", _default("early_termination"), ["none", "median"], "median: stop a candidate "
-                  "whose validation accuracy is below the median of earlier candidates at the "
-                  "same epoch; its reward is its accuracy at that point.")
-    d.DEFINE_string("tensorboard_dir", _default("tensorboard_dir"), "If set, write TensorBoard scalars (reward, "
-                    "validation accuracy, best reward per evaluation) to this folder.")
-    d.DEFINE_integer("cull_start_epoch", _default("cull_start_epoch"), "First epoch at which --early_termination=median "
-                     "may stop a candidate.", lower_bound=1)
+    cf(d.DEFINE_boolean, "resume", "Continue the search recorded in --log_dir.")
+    cf(d.DEFINE_integer, "seed", "Random seed (same seed, same result on CPU).", lower_bound=0)
+    cf(d.DEFINE_integer, "lookahead", "Batches proposed ahead of learning, so that trainers never "
+       "wait for the slowest candidate of a batch (0 = AutoDL Design's strict "
+       "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
+       "learning from batch s, whatever the timing: runs stay reproducible.",
+       lower_bound=0)
+    cf(d.DEFINE_enum, "searcher", ["rl", "random", "evolution"], "Who proposes "
+       "architectures: the RL controller, uniform random sampling, or regularized "
+       "evolution (baselines sharing the same trainers, critic, records and resume).")
+    cf(d.DEFINE_integer, "population", "Regularized evolution: population size (the first "
+       "--population candidates are random).", lower_bound=1)
+    cf(d.DEFINE_integer, "sample_size", "Regularized evolution: tournament size.", lower_bound=1)
+    cf(d.DEFINE_enum, "early_termination", ["none", "median"], "median: stop a candidate "
+       "whose validation accuracy is below the median of earlier candidates at the "
+       "same epoch; its reward is its accuracy at that point.")
+    cf(d.DEFINE_string, "tensorboard_dir", "If set, write TensorBoard scalars (reward, "
+       "validation accuracy, best reward per evaluation) to this folder.")
+    cf(d.DEFINE_integer, "cull_start_epoch", "First epoch at which --early_termination=median "
+       "may stop a candidate.", lower_bound=1)
     # ---------------- constraints ----------------
-    d.DEFINE_float("max_params", _default("max_params"), "Bound on parameters (0 = none).", lower_bound=0)
-    d.DEFINE_float("max_flops", _default("max_flops"), "Bound on multiply-adds per image (0 = none).", lower_bound=0)
-    d.DEFINE_float("max_latency_ms", _default("max_latency_ms"), "Bound on inference latency in ms (0 = none).",
-                   lower_bound=0)
-    d.DEFINE_float("max_memory_mb", _default("max_memory_mb"), "Bound on peak inference memory in MB (0 = none).",
-                   lower_bound=0)
-    d.DEFINE_string("latency_table", _default("latency_table"), "Latency table of the target device made there by "
-                    "'python -m trainer.profile --output TABLE.json': latency and memory are "
-                    "then predicted from it instead of measured on the trainer's device "
-                    "(empty = measure). See docs/latency_table.md.")
-    d.DEFINE_enum("constraint_mode", _default("constraint_mode"), ["hard", "soft"], "hard: a candidate over a bound "
-                  "gets --infeasible_reward and is never trained; soft: MnasNet's "
-                  "accuracy * prod (m/T)^w.")
-    d.DEFINE_float("soft_alpha", _default("soft_alpha"), "Soft mode exponent when a metric is within its bound.")
-    d.DEFINE_float("soft_beta", _default("soft_beta"), "Soft mode exponent when a metric is over its bound.")
-    d.DEFINE_float("infeasible_reward", _default("infeasible_reward"), "Hard mode reward of a candidate over a bound.")
+    cf(d.DEFINE_float, "max_params", "Bound on parameters (0 = none).", lower_bound=0)
+    cf(d.DEFINE_float, "max_flops", "Bound on multiply-adds per image (0 = none).", lower_bound=0)
+    cf(d.DEFINE_float, "max_latency_ms", "Bound on inference latency in ms (0 = none).",
+       lower_bound=0)
+    cf(d.DEFINE_float, "max_memory_mb", "Bound on peak inference memory in MB (0 = none).",
+       lower_bound=0)
+    cf(d.DEFINE_string, "latency_table", "Latency table of the target device made there by "
+       "'python -m trainer.profile --output TABLE.json': latency and memory are "
+       "then predicted from it instead of measured on the trainer's device "
+       "(empty = measure). See docs/latency_table.md.")
+    cf(d.DEFINE_enum, "constraint_mode", ["hard", "soft"], "hard: a candidate over a bound "
+       "gets --infeasible_reward and is never trained; soft: MnasNet's "
+       "accuracy * prod (m/T)^w.")
+    cf(d.DEFINE_float, "soft_alpha", "Soft mode exponent when a metric is within its bound.")
+    cf(d.DEFINE_float, "soft_beta", "Soft mode exponent when a metric is over its bound.")
+    cf(d.DEFINE_float, "infeasible_reward", "Hard mode reward of a candidate over a bound.")
     # ---------------- devices ----------------
     d.DEFINE_string("agent_device", None, "Device of the controller: cpu or gpu:N "
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
     d.DEFINE_string("trainer_devices", None, "Comma list of trainer devices, one worker "
                     "process each, e.g. cpu,cpu or gpu:0,gpu:1 (default: gpu:1 with two GPUs, "
                     "else gpu:0, else one 'cpu' worker per core).")
-    d.DEFINE_integer("threads_per_worker", _default("threads_per_worker"), "CPU threads per trainer worker (0 = cores / "
-                     "CPU workers).", lower_bound=0)
+    cf(d.DEFINE_integer, "threads_per_worker", "CPU threads per trainer worker (0 = cores / "
+       "CPU workers).", lower_bound=0)
 
-    d.DEFINE_enum("cluster", _default("cluster"), ["local", "ray"], "local: one trainer process per "
-                  "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
-                  "(install with WITH_RAY=1 bash setup.sh).")
-    d.DEFINE_string("ray_address", _default("ray_address"), "Ray cluster to use with --cluster ray: 'auto' (the "
-                    "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
-                    "private Ray instance on 127.0.0.1).")
-    d.DEFINE_integer("num_trainers", _default("num_trainers"), "Ray trainer actors (0 = as many as the cluster "
-                     "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
-    d.DEFINE_integer("cpus_per_trainer", _default("cpus_per_trainer"), "CPUs (and threads) per Ray CPU trainer actor.",
-                     lower_bound=1)
-    d.DEFINE_integer("max_retries", _default("max_retries"), "With --cluster ray: times a candidate whose actor "
-                     "or node was lost is retried on another actor before it is recorded as "
-                     "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
-    d.DEFINE_float("trial_timeout", _default("trial_timeout"), "Seconds a candidate may run before its worker is "
-                   "killed and replaced (0 = no limit).", lower_bound=0)
+    cf(d.DEFINE_enum, "cluster", ["local", "ray"], "local: one trainer process per "
+       "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
+       "(install with WITH_RAY=1 bash setup.sh).")
+    cf(d.DEFINE_string, "ray_address", "Ray cluster to use with --cluster ray: 'auto' (the "
+       "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
+       "private Ray instance on 127.0.0.1).")
+    cf(d.DEFINE_integer, "num_trainers", "Ray trainer actors (0 = as many as the cluster "
+       "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
+    cf(d.DEFINE_integer, "cpus_per_trainer", "CPUs (and threads) per Ray CPU trainer actor.",
+       lower_bound=1)
+    cf(d.DEFINE_integer, "max_retries", "With --cluster ray: times a candidate whose actor "
+       "or node was lost is retried on another actor before it is recorded as "
+       "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
+    cf(d.DEFINE_float, "trial_timeout", "Seconds a candidate may run before its worker is "
+       "killed and replaced (0 = no limit).", lower_bound=0)
 
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")

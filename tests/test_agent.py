@@ -317,5 +317,6 @@ def test_create_runs_on_the_device_it_is_given():
     agent = ControllerAgent.create(small_config(), seed=0, device="cpu")
     assert paddle.device.get_device() == "cpu" and agent.step == 0
     n = count_gpus()
-    with pytest.raises(RuntimeError, match="device gpu:%d requested but Paddle sees %d GPU" % (n, n)):
+    with pytest.raises(RuntimeError,
+                       match="device gpu:%d requested but Paddle sees %d GPU" % (n, n)):
         ControllerAgent.create(small_config(), seed=0, device="gpu:%d" % n)

@@ -1,4 +1,4 @@
-"""Exit codes of the entry points (subprocesses): 2 + one ``error:`` line for bad input, 0 for help."""
+"""Exit codes of the entry points, run as subprocesses: 2 and one ``error:`` line for bad input."""
 import os
 import subprocess
 import sys
