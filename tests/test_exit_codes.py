@@ -52,7 +52,7 @@ def test_flag_errors_exit_2_with_one_line(command, args, expected):
 def test_unknown_flag_and_positional_argument_exit_2(command):
     line = refused(run(command, "--no_such_flag"))
     assert "'no_such_flag'" in line and "--helpfull" in line
-    if command != ["-m", "autodl_design.search.report"]:   # its main ignores arguments
+    if command != ["-m", "autodl_design.search.report"]:   # its main checks its own arguments
         line = refused(run(command, "stray_argument"))
         assert "unexpected arguments" in line and "stray_argument" in line
 
