@@ -1,8 +1,10 @@
 """All absl flags of autodl-design, defined once, and ``build_config()``.
 
 Entry points import this package (which defines the flags), let absl parse
-them, and call ``build_config()``; the library only ever sees the returned
-``autodl_design.config.Config``.
+them (``autodl_design.cli.run(main)``: exit code 2 and one ``error:`` line on
+a bad flag), and call ``build_config()``; the library only ever sees the
+returned ``autodl_design.config.Config``. Defaults are the dataclass defaults
+of ``autodl_design.config`` (``CONFIG_FLAGS``) and its ``SIZE_PRESETS``.
 """
 import os
 from typing import Any, Dict, Optional, Tuple
