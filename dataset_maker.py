@@ -18,6 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
+from autodl_design import cli
 from trainer import data
 
 FLAGS = flags.FLAGS
@@ -88,4 +89,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define()
-    app.run(main)
+    cli.run(main)

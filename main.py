@@ -2,6 +2,7 @@
 from absl import app
 
 import flags  # noqa: F401  (defines every flag)
+from autodl_design import cli
 
 
 def main(argv):
@@ -13,4 +14,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,10 +13,10 @@ of the real search do not apply). Same ``--seed``, same reward curve on CPU.
 import sys
 from typing import Callable, Dict, Optional
 
-from absl import app  # before `flags`: absl.logging defines --log_dir, `flags` reuses it
 from absl import flags as absl_flags
 
 import flags  # noqa: F401  (defines the shared flags)
+from autodl_design import cli
 from autodl_design.records import atomic_write_json
 
 FLAGS = absl_flags.FLAGS
@@ -30,10 +30,11 @@ if "target_token" not in FLAGS:
 
 
 def simple_run(agent_config, num_steps: int, seed: int, target_token: int,
-               log: Optional[Callable[[str], None]] = print) -> Dict:
+               log: Optional[Callable[[str], None]] = print, device: str = "cpu") -> Dict:
     """``agent.agent.run_pseudo_reward`` (kept here under AutoDL Design's name)."""
     from agent.agent import run_pseudo_reward
-    return run_pseudo_reward(agent_config, num_steps, seed, target_token, log=log)
+    return run_pseudo_reward(agent_config, num_steps, seed, target_token, log=log,
+                             device=device)
 
 
 def summary_line(result: Dict) -> str:
@@ -52,7 +53,8 @@ def main(argv):
     config = flags.build_config()
     steps = config.search.num_models if FLAGS["num_models"].present else DEFAULT_STEPS
     try:
-        result = simple_run(config.agent, steps, config.search.seed, FLAGS.target_token)
+        result = simple_run(config.agent, steps, config.search.seed, FLAGS.target_token,
+                            device=config.devices.agent_device)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
@@ -64,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,7 +2,7 @@
 
 Typical use (one controller step)::
 
-    agent = ControllerAgent.create(config.agent, seed=0)
+    agent = ControllerAgent.create(config.agent, seed=0, device=config.devices.agent_device)
     batch = agent.sample()                       # tokens, adjvec, archs
     rewards = [evaluate(a) for a in batch.archs]
     agent.learn_from_rewards(batch.tokens, batch.adjvec, rewards)
@@ -88,9 +88,16 @@ class ControllerAgent(parl.Agent):
         self.step = 0
 
     @classmethod
-    def create(cls, config: AgentConfig, seed: int = 0) -> "ControllerAgent":
-        """Builds model, algorithm and agent on ``config.device`` from one seed."""
-        use_device(config.device)
+    def create(cls, config: AgentConfig, seed: int, device: str) -> "ControllerAgent":
+        """Builds model, algorithm and agent on ``device`` from one seed.
+
+        Args:
+          config: the agent settings.
+          seed: seeds the model's initial weights and the sampling generator.
+          device: 'cpu' or 'gpu:N' (``autodl_design.devices.parse_device``),
+            made current with ``autodl_design.devices.use_device``.
+        """
+        use_device(device)
         ops = parse_ops(config.ops)
         model = ControllerModel(config.num_nodes, len(ops), config.hidden_size,
                                 config.num_layers, config.temperature, config.tanh_constant,
@@ -284,7 +291,8 @@ def count_target(tokens: np.ndarray, target: int) -> np.ndarray:
 
 
 def run_pseudo_reward(config: AgentConfig, num_steps: int, seed: int, target_token: int,
-                      log: Optional[Callable[[str], None]] = print) -> Dict:
+                      log: Optional[Callable[[str], None]] = print,
+                      device: str = "cpu") -> Dict:
     """Trains a fresh agent on the pseudo reward and returns the summary and curve.
 
     One step samples ``config.batch_size`` architectures, rewards each with its
@@ -299,6 +307,7 @@ def run_pseudo_reward(config: AgentConfig, num_steps: int, seed: int, target_tok
       seed: agent seed.
       target_token: the rewarded token index (into the op list).
       log: called with each progress line (None: silent).
+      device: where the controller runs ('cpu' or 'gpu:N').
 
     Returns:
       dict with ``steps``, ``seed``, ``target_token``, ``target`` (2N),
@@ -309,7 +318,7 @@ def run_pseudo_reward(config: AgentConfig, num_steps: int, seed: int, target_tok
     Raises:
       ValueError: ``target_token`` is not an index into the op list.
     """
-    agent = ControllerAgent.create(config, seed=seed)
+    agent = ControllerAgent.create(config, seed, device)
     if not 0 <= target_token < len(agent.ops):
         raise ValueError("--target_token=%d is not a token index: use 0..%d (an index into "
                          "--ops)" % (target_token, len(agent.ops) - 1))

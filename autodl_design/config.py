@@ -1,7 +1,7 @@
 """Plain configuration objects handed to the library (only entry points read FLAGS)."""
 import dataclasses
 import json
-from typing import Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 # Network and search sizes per preset. "gpu" follows AutoDL Design; "cpu" is
 # small enough for a complete real search in about 15 minutes on 2 cores.
@@ -12,13 +12,14 @@ SIZE_PRESETS: Dict[str, Dict[str, float]] = {
                 images_per_class=300, latency_repeats=20),
 }
 SIZE_KEYS: Tuple[str, ...] = tuple(SIZE_PRESETS["gpu"])
+_GPU = SIZE_PRESETS["gpu"]  # the dataclass defaults of the size settings
 
 
 @dataclasses.dataclass
 class DataConfig:
     """Where the dataset folder is (made by dataset_maker.py)."""
     data_path: str = ""          # "" = the embedded default (Fashion-MNIST)
-    images_per_class: int = 100  # for the embedded default dataset
+    images_per_class: int = _GPU["images_per_class"]  # for the embedded default dataset
 
 
 @dataclasses.dataclass
@@ -35,7 +36,6 @@ class AgentConfig:
     tanh_constant: float = 2.5
     entropy_weight: float = 0.0
     advantage: str = "identity"
-    device: str = "cpu"
 
     @property
     def num_tokens(self) -> int:
@@ -45,20 +45,19 @@ class AgentConfig:
 @dataclasses.dataclass
 class TrainerConfig:
     """Network size, training schedule and hardware measurement."""
-    width: int = 64
-    num_stages: int = 3
-    num_cells: int = 3
+    width: int = _GPU["width"]
+    num_stages: int = _GPU["num_stages"]
+    num_cells: int = _GPU["num_cells"]
     ratio: int = 4
     dropout: float = 0.0
-    early_stop: int = 20
+    early_stop: int = _GPU["early_stop"]
     train_batch_size: int = 128
     lr_max: float = 0.1
     lr_min: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 1e-4
     latency_batch: int = 1
-    latency_repeats: int = 50
-    seed: int = 0
+    latency_repeats: int = _GPU["latency_repeats"]
     latency_table: str = ""      # profiled table of the target device ("" = measure here)
 
 
@@ -98,7 +97,7 @@ class DeviceConfig:
 @dataclasses.dataclass
 class SearchConfig:
     """Budget, records and reproducibility of a search."""
-    num_models: int = 400
+    num_models: int = _GPU["num_models"]
     max_time: float = 0  # seconds, 0 = no limit
     log_dir: str = "./log"
     resume: bool = False
@@ -147,49 +146,18 @@ class Config:
                    devices=make(DeviceConfig, d["devices"]), search=make(SearchConfig, d["search"]))
 
 
-def parse_device(text: str) -> str:
-    """Validates one device string: ``cpu`` or ``gpu:N``; returns it normalised.
+def default(section: str, name: str) -> Any:
+    """The default of setting ``name`` of ``Config.<section>``, e.g. ``("agent", "ops")``.
+
+    Flags take their defaults from here, so that each default is written once.
 
     Raises:
-      ValueError: naming the string and the accepted forms.
+      KeyError: naming the unknown section or setting.
     """
-    t = text.strip().lower()
-    if t == "cpu":
-        return t
-    if t.startswith("gpu:") and t[4:].isdigit():
-        return "gpu:%d" % int(t[4:])
-    raise ValueError("unknown device %r: use 'cpu' or 'gpu:N' (N = 0, 1, ...)" % text)
-
-
-def parse_device_list(text: str) -> List[str]:
-    """Validates a comma list of devices (at least one)."""
-    items = [s for s in text.split(",") if s.strip()]
-    if not items:
-        raise ValueError("device list %r is empty: give e.g. 'cpu' or 'gpu:0,gpu:1'" % text)
-    return [parse_device(s) for s in items]
-
-
-def default_devices(num_gpus: int, cores: int = 1) -> Tuple[str, Tuple[str, ...]]:
-    """The one place that picks default devices from the visible GPUs and cores.
-
-    Returns:
-      (agent_device, trainer_devices): gpu:0 for the agent when a GPU is
-      present; trainers on gpu:1 with two or more GPUs, else gpu:0, else one
-      single-threaded CPU worker per core (on CPU a second thread in one
-      process mostly spins, while a second process nearly doubles throughput).
-    """
-    if num_gpus <= 0:
-        return "cpu", ("cpu",) * max(1, cores)
-    if num_gpus == 1:
-        return "gpu:0", ("gpu:0",)
-    return "gpu:0", ("gpu:1",)
-
-
-def threads_per_worker(devices: Tuple[str, ...], cores: int, requested: int = 0) -> int:
-    """CPU threads for each trainer worker: cores shared evenly among CPU workers."""
-    if requested > 0:
-        return requested
-    cpu_workers = sum(1 for d in devices if d == "cpu")
-    if cpu_workers == 0:
-        return 1
-    return max(1, cores // cpu_workers)
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    if section not in sections:
+        raise KeyError("unknown config section %r: use one of %s" % (section, sorted(sections)))
+    for f in dataclasses.fields(sections[section]):
+        if f.name == name:
+            return f.default
+    raise KeyError("unknown %s setting %r" % (section, name))

@@ -1,55 +1,93 @@
 """All absl flags of autodl-design, defined once, and ``build_config()``.
 
 Entry points import this package (which defines the flags), let absl parse
-them, and call ``build_config()``; the library only ever sees the returned
-``autodl_design.config.Config``.
+them (``autodl_design.cli.run(main)``: exit code 2 and one ``error:`` line on
+a bad flag), and call ``build_config()``; the library only ever sees the
+returned ``autodl_design.config.Config``. Defaults are the dataclass defaults
+of ``autodl_design.config`` (``CONFIG_FLAGS``) and its ``SIZE_PRESETS``.
 """
 import os
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 from absl import flags as absl_flags
 from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, reused below)
 
 from autodl_design import config as cfg
+from autodl_design import devices
 from autodl_design.ops import OP_NAMES, parse_ops
 
 FLAGS = absl_flags.FLAGS
 _SIZE_HELP = " (default: %s on the cpu preset, %s on the gpu preset)"
+
+# Flags that set one config setting as given: flag -> (Config section, setting).
+# Their defaults are the dataclass defaults in autodl_design/config.py. The
+# other settings come from the size presets (SIZE_KEYS), --ops (parsed),
+# --preset (resolved) and the device defaults (devices.default_devices).
+CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
+    "data_path": ("data", "data_path"),
+    **{k: ("agent", k) for k in (
+        "num_nodes", "hidden_size", "num_layers", "learning_rate", "bl_decay", "batch_size",
+        "temperature", "tanh_constant", "entropy_weight", "advantage")},
+    **{k: ("trainer", k) for k in (
+        "ratio", "dropout", "train_batch_size", "lr_max", "lr_min", "momentum",
+        "weight_decay", "latency_batch", "latency_table")},
+    **{k: ("search", k) for k in (
+        "max_time", "log_dir", "resume", "seed", "lookahead", "searcher", "population",
+        "sample_size", "early_termination", "tensorboard_dir", "cull_start_epoch")},
+    **{k: ("constraints", k) for k in (
+        "max_params", "max_flops", "max_latency_ms", "max_memory_mb", "soft_alpha",
+        "soft_beta", "infeasible_reward")},
+    "constraint_mode": ("constraints", "mode"),
+    **{k: ("devices", k) for k in (
+        "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
+        "max_retries", "trial_timeout")},
+}
+
+
+def _default(flag: str) -> Any:
+    """The dataclass default of the setting ``flag`` sets (see CONFIG_FLAGS)."""
+    return cfg.default(*CONFIG_FLAGS[flag])
 
 
 def _size_help(text: str, key: str) -> str:
     return text + _SIZE_HELP % (cfg.SIZE_PRESETS["cpu"][key], cfg.SIZE_PRESETS["gpu"][key])
 
 
+def _config_flag(define, name: str, *args, **kwargs):
+    """``define(name, default, *args, **kwargs)`` with the dataclass default (CONFIG_FLAGS)."""
+    define(name, _default(name), *args, **kwargs)
+
+
 def _define():
     d = absl_flags
+    cf = _config_flag
     # ---------------- data ----------------
-    d.DEFINE_string("data_path", "", "Dataset folder made by dataset_maker.py; empty = the "
-                    "embedded default (real Fashion-MNIST, prepared on first use).")
+    cf(d.DEFINE_string, "data_path", "Dataset folder made by dataset_maker.py; empty = the "
+       "embedded default (real Fashion-MNIST, prepared on first use).")
     d.DEFINE_integer("images_per_class", None, _size_help(
         "Images of each class over all 10 chunks of the embedded default dataset (AutoDL "
         "Design's chunk_size; 9 chunks train, 1 validates).", "images_per_class"),
         lower_bound=1)
     # ---------------- agent ----------------
-    d.DEFINE_integer("num_nodes", 10, "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
-    d.DEFINE_list("ops", list(OP_NAMES), "Op subset the controller chooses from; the number of "
-                  "tokens is its length (AutoDL Design's num_tokens = 10). Valid: "
-                  + ", ".join(OP_NAMES))
-    d.DEFINE_integer("hidden_size", 64, "LSTM hidden size of the controller.", lower_bound=1)
-    d.DEFINE_integer("num_layers", 2, "LSTM layers of the controller.", lower_bound=1)
-    d.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the controller.", lower_bound=0)
-    d.DEFINE_float("bl_decay", 0.9, "Decay of the moving-average reward baseline.",
-                   lower_bound=0, upper_bound=1)
-    d.DEFINE_integer("batch_size", 10, "Architectures sampled per controller step.",
-                     lower_bound=1)
-    d.DEFINE_float("temperature", 5.0, "T in the controller logits tanh(l / T) * C.",
-                   lower_bound=1e-6)
-    d.DEFINE_float("tanh_constant", 2.5, "C in the controller logits tanh(l / T) * C.",
-                   lower_bound=1e-6)
-    d.DEFINE_float("entropy_weight", 0.0, "Weight of the entropy bonus in the REINFORCE loss.",
-                   lower_bound=0)
-    d.DEFINE_enum("advantage", "identity", ["identity", "cube"], "Advantage from reward r and "
-                  "baseline b: r - b, or AutoDL Design's (r - b)^3.")
+    cf(d.DEFINE_integer, "num_nodes", "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
+    d.DEFINE_list("ops", parse_ops(cfg.default("agent", "ops")), "Op subset the controller "
+                  "chooses from; the number of tokens is its length (AutoDL Design's "
+                  "num_tokens = 10). Valid: " + ", ".join(OP_NAMES))
+    cf(d.DEFINE_integer, "hidden_size", "LSTM hidden size of the controller.", lower_bound=1)
+    cf(d.DEFINE_integer, "num_layers", "LSTM layers of the controller.", lower_bound=1)
+    cf(d.DEFINE_float, "learning_rate", "Adam learning rate of the controller.", lower_bound=0)
+    cf(d.DEFINE_float, "bl_decay", "Decay of the moving-average reward baseline.",
+       lower_bound=0, upper_bound=1)
+    cf(d.DEFINE_integer, "batch_size", "Architectures sampled per controller step.",
+       lower_bound=1)
+    cf(d.DEFINE_float, "temperature", "T in the controller logits tanh(l / T) * C.",
+       lower_bound=1e-6)
+    cf(d.DEFINE_float, "tanh_constant", "C in the controller logits tanh(l / T) * C.",
+       lower_bound=1e-6)
+    cf(d.DEFINE_float, "entropy_weight", "Weight of the entropy bonus in the REINFORCE loss.",
+       lower_bound=0)
+    cf(d.DEFINE_enum, "advantage", ["identity", "cube"], "Advantage from reward r and "
+       "baseline b: r - b, or AutoDL Design's (r - b)^3.")
     # ---------------- trainer ----------------
     d.DEFINE_enum("preset", "auto", ["auto", "cpu", "gpu"], "Size preset for the network and "
                   "search budget: auto = gpu when Paddle sees a GPU, else cpu. Every size flag "
@@ -60,93 +98,93 @@ def _define():
                      "starts with a reduction cell.", "num_stages"), lower_bound=1)
     d.DEFINE_integer("num_cells", None, _size_help("Normal cells per stage.", "num_cells"),
                      lower_bound=1)
-    d.DEFINE_integer("ratio", 4, "A source node compresses the cell input to C/ratio channels.",
-                     lower_bound=1)
-    d.DEFINE_float("dropout", 0.0, "Dropout before the classifier.", lower_bound=0,
-                   upper_bound=0.99)
+    cf(d.DEFINE_integer, "ratio", "A source node compresses the cell input to C/ratio channels.",
+       lower_bound=1)
+    cf(d.DEFINE_float, "dropout", "Dropout before the classifier.", lower_bound=0,
+       upper_bound=0.99)
     d.DEFINE_integer("early_stop", None, _size_help("Training epochs per candidate (AutoDL "
                      "Design's early_stop).", "early_stop"), lower_bound=1)
-    d.DEFINE_integer("train_batch_size", 128, "Images per training step.", lower_bound=1)
-    d.DEFINE_float("lr_max", 0.1, "Start of the cosine learning-rate schedule.", lower_bound=0)
-    d.DEFINE_float("lr_min", 1e-4, "End of the cosine learning-rate schedule.", lower_bound=0)
-    d.DEFINE_float("momentum", 0.9, "Nesterov momentum.", lower_bound=0, upper_bound=1)
-    d.DEFINE_float("weight_decay", 1e-4, "L2 weight decay.", lower_bound=0)
-    d.DEFINE_integer("latency_batch", 1, "Batch size of the latency measurement.", lower_bound=1)
+    cf(d.DEFINE_integer, "train_batch_size", "Images per training step.", lower_bound=1)
+    cf(d.DEFINE_float, "lr_max", "Start of the cosine learning-rate schedule.", lower_bound=0)
+    cf(d.DEFINE_float, "lr_min", "End of the cosine learning-rate schedule.", lower_bound=0)
+    cf(d.DEFINE_float, "momentum", "Nesterov momentum.", lower_bound=0, upper_bound=1)
+    cf(d.DEFINE_float, "weight_decay", "L2 weight decay.", lower_bound=0)
+    cf(d.DEFINE_integer, "latency_batch", "Batch size of the latency measurement.", lower_bound=1)
     d.DEFINE_integer("latency_repeats", None, _size_help("Timed runs of the latency "
                      "measurement (after warm-up).", "latency_repeats"), lower_bound=1)
     # ---------------- search ----------------
     d.DEFINE_integer("num_models", None, _size_help("Evaluations in the search.", "num_models"),
                      lower_bound=1)
-    d.DEFINE_float("max_time", 0, "Stop the search after this many seconds (0 = no limit).",
-                   lower_bound=0)
+    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit).",
+       lower_bound=0)
     # absl.logging already defines --log_dir (used only if absl writes log files,
     # which this project never asks it to); give it AutoDL Design's default and
     # this project's meaning instead of defining a second flag.
     if "log_dir" not in FLAGS:
-        d.DEFINE_string("log_dir", "./log", "")
-    FLAGS.set_default("log_dir", "./log")
+        d.DEFINE_string("log_dir", _default("log_dir"), "")
+    FLAGS.set_default("log_dir", _default("log_dir"))
     FLAGS["log_dir"].help = "Folder for records, checkpoints and the report (--resume reads it)."
-    d.DEFINE_boolean("resume", False, "Continue the search recorded in --log_dir.")
-    d.DEFINE_integer("seed", 0, "Random seed (same seed, same result on CPU).", lower_bound=0)
-    d.DEFINE_integer("lookahead", 1, "Batches proposed ahead of learning, so that trainers never "
-                     "wait for the slowest candidate of a batch (0 = AutoDL Design's strict "
-                     "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
-                     "learning from batch s, whatever the timing: runs stay reproducible.",
-                     lower_bound=0)
-    d.DEFINE_enum("searcher", "rl", ["rl", "random", "evolution"], "Who proposes "
-                  "architectures: the RL controller, uniform random sampling, or regularized "
-                  "evolution (baselines sharing the same trainers, critic, records and resume).")
-    d.DEFINE_integer("population", 20, "Regularized evolution: population size (the first "
-                     "--population candidates are random).", lower_bound=1)
-    d.DEFINE_integer("sample_size", 5, "Regularized evolution: tournament size.", lower_bound=1)
-    d.DEFINE_enum("early_termination", "none", ["none", "median"], "median: stop a candidate "
-                  "whose validation accuracy is below the median of earlier candidates at the "
-                  "same epoch; its reward is its accuracy at that point.")
-    d.DEFINE_string("tensorboard_dir", "", "If set, write TensorBoard scalars (reward, "
-                    "validation accuracy, best reward per evaluation) to this folder.")
-    d.DEFINE_integer("cull_start_epoch", 2, "First epoch at which --early_termination=median "
-                     "may stop a candidate.", lower_bound=1)
+    cf(d.DEFINE_boolean, "resume", "Continue the search recorded in --log_dir.")
+    cf(d.DEFINE_integer, "seed", "Random seed (same seed, same result on CPU).", lower_bound=0)
+    cf(d.DEFINE_integer, "lookahead", "Batches proposed ahead of learning, so that trainers never "
+       "wait for the slowest candidate of a batch (0 = AutoDL Design's strict "
+       "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
+       "learning from batch s, whatever the timing: runs stay reproducible.",
+       lower_bound=0)
+    cf(d.DEFINE_enum, "searcher", ["rl", "random", "evolution"], "Who proposes "
+       "architectures: the RL controller, uniform random sampling, or regularized "
+       "evolution (baselines sharing the same trainers, critic, records and resume).")
+    cf(d.DEFINE_integer, "population", "Regularized evolution: population size (the first "
+       "--population candidates are random).", lower_bound=1)
+    cf(d.DEFINE_integer, "sample_size", "Regularized evolution: tournament size.", lower_bound=1)
+    cf(d.DEFINE_enum, "early_termination", ["none", "median"], "median: stop a candidate "
+       "whose validation accuracy is below the median of earlier candidates at the "
+       "same epoch; its reward is its accuracy at that point.")
+    cf(d.DEFINE_string, "tensorboard_dir", "If set, write TensorBoard scalars (reward, "
+       "validation accuracy, best reward per evaluation) to this folder.")
+    cf(d.DEFINE_integer, "cull_start_epoch", "First epoch at which --early_termination=median "
+       "may stop a candidate.", lower_bound=1)
     # ---------------- constraints ----------------
-    d.DEFINE_float("max_params", 0, "Bound on parameters (0 = none).", lower_bound=0)
-    d.DEFINE_float("max_flops", 0, "Bound on multiply-adds per image (0 = none).", lower_bound=0)
-    d.DEFINE_float("max_latency_ms", 0, "Bound on inference latency in ms (0 = none).",
-                   lower_bound=0)
-    d.DEFINE_float("max_memory_mb", 0, "Bound on peak inference memory in MB (0 = none).",
-                   lower_bound=0)
-    d.DEFINE_string("latency_table", "", "Latency table of the target device made there by "
-                    "'python -m trainer.profile --output TABLE.json': latency and memory are "
-                    "then predicted from it instead of measured on the trainer's device "
-                    "(empty = measure). See docs/latency_table.md.")
-    d.DEFINE_enum("constraint_mode", "hard", ["hard", "soft"], "hard: a candidate over a bound "
-                  "gets --infeasible_reward and is never trained; soft: MnasNet's "
-                  "accuracy * prod (m/T)^w.")
-    d.DEFINE_float("soft_alpha", 0.0, "Soft mode exponent when a metric is within its bound.")
-    d.DEFINE_float("soft_beta", -0.07, "Soft mode exponent when a metric is over its bound.")
-    d.DEFINE_float("infeasible_reward", 0.0, "Hard mode reward of a candidate over a bound.")
+    cf(d.DEFINE_float, "max_params", "Bound on parameters (0 = none).", lower_bound=0)
+    cf(d.DEFINE_float, "max_flops", "Bound on multiply-adds per image (0 = none).", lower_bound=0)
+    cf(d.DEFINE_float, "max_latency_ms", "Bound on inference latency in ms (0 = none).",
+       lower_bound=0)
+    cf(d.DEFINE_float, "max_memory_mb", "Bound on peak inference memory in MB (0 = none).",
+       lower_bound=0)
+    cf(d.DEFINE_string, "latency_table", "Latency table of the target device made there by "
+       "'python -m trainer.profile --output TABLE.json': latency and memory are "
+       "then predicted from it instead of measured on the trainer's device "
+       "(empty = measure). See docs/latency_table.md.")
+    cf(d.DEFINE_enum, "constraint_mode", ["hard", "soft"], "hard: a candidate over a bound "
+       "gets --infeasible_reward and is never trained; soft: MnasNet's "
+       "accuracy * prod (m/T)^w.")
+    cf(d.DEFINE_float, "soft_alpha", "Soft mode exponent when a metric is within its bound.")
+    cf(d.DEFINE_float, "soft_beta", "Soft mode exponent when a metric is over its bound.")
+    cf(d.DEFINE_float, "infeasible_reward", "Hard mode reward of a candidate over a bound.")
     # ---------------- devices ----------------
     d.DEFINE_string("agent_device", None, "Device of the controller: cpu or gpu:N "
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
     d.DEFINE_string("trainer_devices", None, "Comma list of trainer devices, one worker "
                     "process each, e.g. cpu,cpu or gpu:0,gpu:1 (default: gpu:1 with two GPUs, "
                     "else gpu:0, else one 'cpu' worker per core).")
-    d.DEFINE_integer("threads_per_worker", 0, "CPU threads per trainer worker (0 = cores / "
-                     "CPU workers).", lower_bound=0)
+    cf(d.DEFINE_integer, "threads_per_worker", "CPU threads per trainer worker (0 = cores / "
+       "CPU workers).", lower_bound=0)
 
-    d.DEFINE_enum("cluster", "local", ["local", "ray"], "local: one trainer process per "
-                  "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
-                  "(install with WITH_RAY=1 bash setup.sh).")
-    d.DEFINE_string("ray_address", "auto", "Ray cluster to use with --cluster ray: 'auto' (the "
-                    "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
-                    "private Ray instance on 127.0.0.1).")
-    d.DEFINE_integer("num_trainers", 0, "Ray trainer actors (0 = as many as the cluster "
-                     "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
-    d.DEFINE_integer("cpus_per_trainer", 1, "CPUs (and threads) per Ray CPU trainer actor.",
-                     lower_bound=1)
-    d.DEFINE_integer("max_retries", 2, "With --cluster ray: times a candidate whose actor "
-                     "or node was lost is retried on another actor before it is recorded as "
-                     "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
-    d.DEFINE_float("trial_timeout", 0, "Seconds a candidate may run before its worker is "
-                   "killed and replaced (0 = no limit).", lower_bound=0)
+    cf(d.DEFINE_enum, "cluster", ["local", "ray"], "local: one trainer process per "
+       "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
+       "(install with WITH_RAY=1 bash setup.sh).")
+    cf(d.DEFINE_string, "ray_address", "Ray cluster to use with --cluster ray: 'auto' (the "
+       "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
+       "private Ray instance on 127.0.0.1).")
+    cf(d.DEFINE_integer, "num_trainers", "Ray trainer actors (0 = as many as the cluster "
+       "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
+    cf(d.DEFINE_integer, "cpus_per_trainer", "CPUs (and threads) per Ray CPU trainer actor.",
+       lower_bound=1)
+    cf(d.DEFINE_integer, "max_retries", "With --cluster ray: times a candidate whose actor "
+       "or node was lost is retried on another actor before it is recorded as "
+       "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
+    cf(d.DEFINE_float, "trial_timeout", "Seconds a candidate may run before its worker is "
+       "killed and replaced (0 = no limit).", lower_bound=0)
 
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")
@@ -168,23 +206,25 @@ def _define():
 
 
 def _valid_device_or_none(value) -> bool:
+    """Validator of --agent_device; raises ValidationError naming the bad device."""
     if value is None:
         return True
     try:
-        cfg.parse_device(value)
-        return True
-    except ValueError:
-        return False
+        devices.parse_device(value)
+    except ValueError as e:
+        raise absl_flags.ValidationError(str(e)) from None
+    return True
 
 
 def _valid_device_list_or_none(value) -> bool:
+    """Validator of --trainer_devices; raises ValidationError naming the bad entry."""
     if value is None:
         return True
     try:
-        cfg.parse_device_list(value)
-        return True
-    except ValueError:
-        return False
+        devices.parse_device_list(value)
+    except ValueError as e:
+        raise absl_flags.ValidationError(str(e)) from None
+    return True
 
 
 def _valid_ops(value) -> bool:
@@ -214,47 +254,32 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     """
     f = FLAGS if flag_values is None else flag_values
     if num_gpus is None:
-        from autodl_design.devices import count_gpus  # imports Paddle; only when asked
-        num_gpus = count_gpus()
+        num_gpus = devices.count_gpus()  # imports Paddle; only when asked
     preset = f.preset if f.preset != "auto" else ("gpu" if num_gpus > 0 else "cpu")
     sizes = {k: (getattr(f, k) if getattr(f, k) is not None else cfg.SIZE_PRESETS[preset][k])
              for k in cfg.SIZE_KEYS}
     if cores is None:
         cores = os.cpu_count() or 1
-    agent_default, trainer_default = cfg.default_devices(num_gpus, cores)
-    agent_device = cfg.parse_device(f.agent_device) if f.agent_device else agent_default
-    trainer_devices = (tuple(cfg.parse_device_list(f.trainer_devices)) if f.trainer_devices
-                       else trainer_default)
-    return cfg.Config(
-        data=cfg.DataConfig(data_path=f.data_path,
-                            images_per_class=int(sizes["images_per_class"])),
-        agent=cfg.AgentConfig(
-            num_nodes=f.num_nodes, ops=tuple(parse_ops(f.ops)), hidden_size=f.hidden_size,
-            num_layers=f.num_layers, learning_rate=f.learning_rate, bl_decay=f.bl_decay,
-            batch_size=f.batch_size, temperature=f.temperature, tanh_constant=f.tanh_constant,
-            entropy_weight=f.entropy_weight, advantage=f.advantage, device=agent_device),
-        trainer=cfg.TrainerConfig(
-            width=int(sizes["width"]), num_stages=int(sizes["num_stages"]),
-            num_cells=int(sizes["num_cells"]), ratio=f.ratio, dropout=f.dropout,
-            early_stop=int(sizes["early_stop"]), train_batch_size=f.train_batch_size,
-            lr_max=f.lr_max, lr_min=f.lr_min, momentum=f.momentum, weight_decay=f.weight_decay,
-            latency_batch=f.latency_batch, latency_repeats=int(sizes["latency_repeats"]),
-            seed=f.seed,
-            latency_table=os.path.abspath(f.latency_table) if f.latency_table else ""),
-        constraints=cfg.ConstraintConfig(
-            max_params=f.max_params, max_flops=f.max_flops, max_latency_ms=f.max_latency_ms,
-            max_memory_mb=f.max_memory_mb, mode=f.constraint_mode, soft_alpha=f.soft_alpha,
-            soft_beta=f.soft_beta, infeasible_reward=f.infeasible_reward),
-        devices=cfg.DeviceConfig(agent_device=agent_device, trainer_devices=trainer_devices,
-                                 threads_per_worker=f.threads_per_worker, cluster=f.cluster,
-                                 ray_address=f.ray_address, num_trainers=f.num_trainers,
-                                 cpus_per_trainer=f.cpus_per_trainer, max_retries=f.max_retries,
-                                 trial_timeout=f.trial_timeout),
-        search=cfg.SearchConfig(num_models=int(sizes["num_models"]), max_time=f.max_time,
-                                log_dir=f.log_dir, resume=f.resume, seed=f.seed, preset=preset,
-                                searcher=f.searcher, lookahead=f.lookahead,
-                                population=f.population, sample_size=f.sample_size,
-                                early_termination=f.early_termination,
-                                tensorboard_dir=f.tensorboard_dir,
-                                cull_start_epoch=f.cull_start_epoch),
-    )
+    agent_default, trainer_default = devices.default_devices(num_gpus, cores)
+    values: Dict[str, Dict[str, Any]] = {section: {} for section in (
+        "data", "agent", "trainer", "constraints", "devices", "search")}
+    for flag, (section, name) in CONFIG_FLAGS.items():
+        values[section][name] = f[flag].value
+    values["data"]["images_per_class"] = int(sizes["images_per_class"])
+    values["agent"]["ops"] = tuple(parse_ops(f.ops))
+    for k in ("width", "num_stages", "num_cells", "early_stop", "latency_repeats"):
+        values["trainer"][k] = int(sizes[k])
+    if f.latency_table:
+        values["trainer"]["latency_table"] = os.path.abspath(f.latency_table)
+    values["devices"]["agent_device"] = (devices.parse_device(f.agent_device) if f.agent_device
+                                         else agent_default)
+    values["devices"]["trainer_devices"] = (tuple(devices.parse_device_list(f.trainer_devices))
+                                            if f.trainer_devices else trainer_default)
+    values["search"]["num_models"] = int(sizes["num_models"])
+    values["search"]["preset"] = preset
+    return cfg.Config(data=cfg.DataConfig(**values["data"]),
+                      agent=cfg.AgentConfig(**values["agent"]),
+                      trainer=cfg.TrainerConfig(**values["trainer"]),
+                      constraints=cfg.ConstraintConfig(**values["constraints"]),
+                      devices=cfg.DeviceConfig(**values["devices"]),
+                      search=cfg.SearchConfig(**values["search"]))

@@ -101,7 +101,7 @@ class NumpyController:
 
 
 def test_log_prob_and_entropy_match_numpy_reference():
-    agent = ControllerAgent.create(small_config(), seed=3)
+    agent = ControllerAgent.create(small_config(), seed=3, device="cpu")
     ref = NumpyController(agent.alg.model)
     rng = np.random.default_rng(0)
     n = 4
@@ -120,7 +120,8 @@ def test_log_prob_and_entropy_match_numpy_reference():
 
 def test_log_prob_matches_reference_at_default_size_after_learning():
     # Full AutoDL Design size (N = 10, ten ops, H = 64) and non-initial weights.
-    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES, batch_size=4), seed=1)
+    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES, batch_size=4), seed=1,
+                                   device="cpu")
     for _ in range(3):
         b = agent.sample()
         agent.learn_from_rewards(b.tokens, b.adjvec, count_target(b.tokens, 1))
@@ -133,7 +134,7 @@ def test_log_prob_matches_reference_at_default_size_after_learning():
 
 
 def test_sampling_follows_the_same_distribution_as_numpy_reference():
-    agent = ControllerAgent.create(small_config(), seed=5)
+    agent = ControllerAgent.create(small_config(), seed=5, device="cpu")
     ref = NumpyController(agent.alg.model)
     rng = np.random.default_rng(7)
     u_tok, u_adj = rng.random((20, 8)), rng.random((20, 12))
@@ -145,7 +146,8 @@ def test_sampling_follows_the_same_distribution_as_numpy_reference():
 
 
 def test_sample_shapes_dtypes_and_vector_order():
-    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES, batch_size=7), seed=0)
+    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES, batch_size=7), seed=0,
+                                   device="cpu")
     batch = agent.sample()
     assert batch.tokens.shape == (7, 20) and batch.tokens.dtype == np.int32
     assert batch.adjvec.shape == (7, 90) and batch.adjvec.dtype == np.int32
@@ -170,7 +172,7 @@ def test_hand_built_three_node_case():
     assert adjvec.tolist() == [1, 0, 1, 0, 1, 1]
 
     agent = ControllerAgent.create(AgentConfig(num_nodes=3, ops=ops, hidden_size=6,
-                                               batch_size=1), seed=2)
+                                               batch_size=1), seed=2, device="cpu")
     model = agent.alg.model
     x = model.build_inputs(tokens[None], adjvec[None])[0]
     assert x.shape == (10, 3)        # 2 cells x (2N-1) steps, width max(3, 2)
@@ -192,7 +194,7 @@ def test_hand_built_three_node_case():
 
 
 def test_bad_vectors_are_rejected():
-    agent = ControllerAgent.create(small_config(), seed=0)
+    agent = ControllerAgent.create(small_config(), seed=0, device="cpu")
     good = agent.sample(2)
     with pytest.raises(ValueError, match="tokens must have shape"):
         agent.learn(good.tokens[:, :3], good.adjvec, [0.0, 0.0])
@@ -208,7 +210,7 @@ def test_bad_vectors_are_rejected():
 
 
 def test_baseline_and_advantages():
-    agent = ControllerAgent.create(small_config(bl_decay=0.9), seed=0)
+    agent = ControllerAgent.create(small_config(bl_decay=0.9), seed=0, device="cpu")
     adv = agent.update_baseline([1.0, 3.0])
     assert agent.baseline == 2.0                      # first batch: its mean
     assert adv.tolist() == [-1.0, 1.0]
@@ -217,11 +219,11 @@ def test_baseline_and_advantages():
     assert adv == pytest.approx([6.0 - 2.4, 6.0 - 2.4])
     assert advantage_transform(np.array([-2.0, 0.5]), "cube").tolist() == [-8.0, 0.125]
     with pytest.raises(ValueError, match="unknown advantage"):
-        ControllerAgent.create(small_config(advantage="square"), seed=0)
+        ControllerAgent.create(small_config(advantage="square"), seed=0, device="cpu")
 
 
 def test_learning_step_moves_log_prob_in_the_advantage_direction():
-    agent = ControllerAgent.create(small_config(learning_rate=1e-2), seed=0)
+    agent = ControllerAgent.create(small_config(learning_rate=1e-2), seed=0, device="cpu")
     b = agent.sample()
     before = agent.log_prob(b.tokens, b.adjvec)
     adv = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
@@ -232,7 +234,7 @@ def test_learning_step_moves_log_prob_in_the_advantage_direction():
 
 
 def test_short_training_raises_pseudo_reward():
-    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES), seed=0)
+    agent = ControllerAgent.create(AgentConfig(ops=OP_NAMES), seed=0, device="cpu")
     curve = []
     for _ in range(100):
         b = agent.sample()
@@ -255,7 +257,7 @@ def _run(agent, steps):
 
 def test_save_restore_resumes_exactly(tmp_path):
     config = small_config()
-    a = ControllerAgent.create(config, seed=11)
+    a = ControllerAgent.create(config, seed=11, device="cpu")
     _run(a, 4)
     ckpt = str(tmp_path / "agent")
     a.save(ckpt)
@@ -265,7 +267,8 @@ def test_save_restore_resumes_exactly(tmp_path):
                  if hasattr(v, "shape")}
     cont = _run(a, 3)
 
-    b = ControllerAgent.create(config, seed=99)    # other seed: everything must come from disk
+    # other seed: everything must come from disk
+    b = ControllerAgent.create(config, seed=99, device="cpu")
     b.restore(ckpt)
     assert b.step == 4 and b.baseline is not None
     opt_b = b.alg.optimizer.state_dict()
@@ -282,9 +285,9 @@ def test_save_restore_resumes_exactly(tmp_path):
 
 
 def test_restore_rejects_other_shapes_and_missing_folders(tmp_path):
-    a = ControllerAgent.create(small_config(), seed=0)
+    a = ControllerAgent.create(small_config(), seed=0, device="cpu")
     a.save(str(tmp_path / "ckpt"))
-    other = ControllerAgent.create(small_config(hidden_size=9), seed=0)
+    other = ControllerAgent.create(small_config(hidden_size=9), seed=0, device="cpu")
     with pytest.raises(ValueError, match="hidden_size differ"):
         other.restore(str(tmp_path / "ckpt"))
     with pytest.raises(ValueError, match="missing state.json"):
@@ -293,7 +296,7 @@ def test_restore_rejects_other_shapes_and_missing_folders(tmp_path):
 
 def test_same_seed_same_curve_other_seed_differs():
     def curve(seed):
-        agent = ControllerAgent.create(small_config(), seed=seed)
+        agent = ControllerAgent.create(small_config(), seed=seed, device="cpu")
         return [(t.tolist(), a.tolist(), l) for t, a, l in _run(agent, 8)]
     assert curve(4) == curve(4)
     assert curve(4) != curve(5)
@@ -302,6 +305,18 @@ def test_same_seed_same_curve_other_seed_differs():
 def test_config_is_plain_dataclass_roundtrip():
     # The agent keeps the config it was given (search code records it).
     config = small_config()
-    agent = ControllerAgent.create(config, seed=0)
+    agent = ControllerAgent.create(config, seed=0, device="cpu")
     assert dataclasses.asdict(agent.config) == dataclasses.asdict(config)
     assert agent.ops == SMALL_OPS
+
+
+def test_create_runs_on_the_device_it_is_given():
+    from autodl_design.devices import count_gpus
+    from autodl_design.backend import paddle
+    assert not hasattr(AgentConfig(), "device")   # the device is DeviceConfig.agent_device
+    agent = ControllerAgent.create(small_config(), seed=0, device="cpu")
+    assert paddle.device.get_device() == "cpu" and agent.step == 0
+    n = count_gpus()
+    with pytest.raises(RuntimeError,
+                       match="device gpu:%d requested but Paddle sees %d GPU" % (n, n)):
+        ControllerAgent.create(small_config(), seed=0, device="gpu:%d" % n)

@@ -1,4 +1,5 @@
 """Tests of flag validation, presets, device defaults and build_config()."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ from absl import flags as absl_flags
 
 import flags
 from autodl_design import config as cfg
-from autodl_design.ops import OP_NAMES
+from autodl_design import devices
+from autodl_design.ops import OP_NAMES, parse_ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,6 +41,40 @@ def test_autodl_design_defaults():
     assert c.agent.num_tokens == 10 and c.agent.ops == OP_NAMES
 
 
+def test_flag_defaults_are_the_dataclass_defaults():
+    for flag, (section, name) in flags.CONFIG_FLAGS.items():
+        assert flags.FLAGS[flag].default == cfg.default(section, name), flag
+    assert parse_ops(flags.FLAGS["ops"].default) == parse_ops(cfg.default("agent", "ops"))
+    for key in cfg.SIZE_KEYS:    # size flags: None = the preset's value, named in the help
+        assert flags.FLAGS[key].default is None
+        assert "%s on the cpu preset, %s on the gpu preset" % (
+            cfg.SIZE_PRESETS["cpu"][key], cfg.SIZE_PRESETS["gpu"][key]) in flags.FLAGS[key].help
+    sized = {("data", "images_per_class"), ("search", "num_models")} | {
+        ("trainer", k) for k in ("width", "num_stages", "num_cells", "early_stop",
+                                 "latency_repeats")}
+    assert {k for k, _ in sized} == {"data", "search", "trainer"}
+    for section, name in sized:
+        assert cfg.default(section, name) == cfg.SIZE_PRESETS["gpu"][name]
+    # Every setting comes from exactly one flag or is derived (sizes, ops, preset, devices).
+    derived = sized | {("agent", "ops"), ("search", "preset"), ("devices", "agent_device"),
+                       ("devices", "trainer_devices")}
+    mapped = list(flags.CONFIG_FLAGS.values())
+    assert len(set(mapped)) == len(mapped) and not derived & set(mapped)
+    settings = {(s.name, f.name) for s in dataclasses.fields(cfg.Config)
+                for f in dataclasses.fields(s.type)}
+    assert set(mapped) | derived == settings
+    # Default flags on one GPU build the dataclass defaults (the gpu preset).
+    c = flags.build_config(parse([]), num_gpus=1, cores=2)
+    assert c == cfg.Config(cfg.DataConfig(), cfg.AgentConfig(ops=OP_NAMES), cfg.TrainerConfig(),
+                           cfg.ConstraintConfig(),
+                           cfg.DeviceConfig(agent_device="gpu:0", trainer_devices=("gpu:0",)),
+                           cfg.SearchConfig())
+    with pytest.raises(KeyError, match="unknown agent setting 'device'"):
+        cfg.default("agent", "device")
+    with pytest.raises(KeyError, match="unknown config section"):
+        cfg.default("model", "width")
+
+
 def test_cpu_preset_when_no_gpu_and_size_flags_override():
     c = flags.build_config(parse([]), num_gpus=0)
     assert c.search.preset == "cpu"
@@ -55,7 +91,7 @@ def test_cpu_preset_when_no_gpu_and_size_flags_override():
     (2, 2, "gpu:0", ("gpu:1",)), (8, 64, "gpu:0", ("gpu:1",))])
 def test_default_devices(num_gpus, cores, agent, trainers):
     c = flags.build_config(parse([]), num_gpus=num_gpus, cores=cores)
-    assert c.devices.agent_device == agent and c.agent.device == agent
+    assert c.devices.agent_device == agent and not hasattr(c.agent, "device")
     assert c.devices.trainer_devices == trainers
 
 
@@ -70,6 +106,7 @@ def test_explicit_devices_are_normalised():
     ["--num_nodes=1"], ["--max_params=-1"], ["--max_latency_ms=-0.5"],
     ["--agent_device=tpu"], ["--trainer_devices=cpu,gpu"], ["--trainer_devices=gpu:x"],
     ["--ops=conv_3x3,conv_7x7"], ["--bl_decay=1.5"], ["--constraint_mode=medium"],
+    ["--trainer_devices=cpu,,cpu"], ["--trainer_devices=cpu,"],
     ["--lr_max=0.01", "--lr_min=0.1"], ["--data_path=/nonexistent/dataset"],
 ])
 def test_bad_values_are_rejected(argv):
@@ -89,15 +126,31 @@ def test_config_round_trips_through_dict():
 
 
 def test_device_parsing_and_threads():
-    assert cfg.parse_device(" gpu:01 ") == "gpu:1"
+    assert devices.parse_device(" gpu:01 ") == "gpu:1"
     with pytest.raises(ValueError, match="unknown device 'npu:0'"):
-        cfg.parse_device("npu:0")
+        devices.parse_device("npu:0")
     with pytest.raises(ValueError, match="empty"):
-        cfg.parse_device_list(" , ")
-    assert cfg.threads_per_worker(("cpu", "cpu"), cores=2) == 1
-    assert cfg.threads_per_worker(("cpu",), cores=2) == 2
-    assert cfg.threads_per_worker(("cpu",), cores=2, requested=1) == 1
-    assert cfg.threads_per_worker(("gpu:0", "gpu:1"), cores=8) == 1
+        devices.parse_device_list(" , ")
+    assert devices.parse_device_list("cpu, GPU:1") == ["cpu", "gpu:1"]
+    with pytest.raises(ValueError, match=r"'cpu,,cpu': entry 2 of 3 is empty; remove the extra "
+                                         r"comma, e.g. 'cpu,cpu'"):
+        devices.parse_device_list("cpu,,cpu")
+    with pytest.raises(ValueError, match=r"'gpu:0, ': entry 2 of 2 is empty"):
+        devices.parse_device_list("gpu:0, ")
+    assert devices.threads_per_worker(("cpu", "cpu"), cores=2) == 1
+    assert devices.threads_per_worker(("cpu",), cores=2) == 2
+    assert devices.threads_per_worker(("cpu",), cores=2, requested=1) == 1
+    assert devices.threads_per_worker(("gpu:0", "gpu:1"), cores=8) == 1
+    for name in ("parse_device", "parse_device_list", "default_devices", "threads_per_worker"):
+        assert not hasattr(cfg, name), name      # device choice lives in devices.py only
+
+
+def test_devices_and_flags_do_not_import_paddle():
+    code = ("import sys, autodl_design.devices, autodl_design.cli, flags; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paddle', 'parl')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stdout + r.stderr
 
 
 def run_main(*argv):
@@ -114,15 +167,16 @@ def test_main_helpfull_lists_flags_grouped():
 
 def test_main_rejects_bad_flag_with_one_line(tmp_path):
     r = run_main("--num_nodes=1")
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "num_nodes" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: flag --num_nodes=1: 1 is not integer >= 2"]
 
 
 def test_flagfile_works(tmp_path):
     ff = tmp_path / "run.flags"
     ff.write_text("--agent_device=gpu:x\n")
     r = run_main("--flagfile=%s" % ff)
-    assert r.returncode != 0 and "agent_device" in r.stderr
+    assert r.returncode == 2 and "agent_device" in r.stderr
     fv = parse(["--flagfile=%s" % _write(tmp_path / "ok.flags", "--num_nodes=4\n--seed=3\n")])
     assert fv.num_nodes == 4 and fv.seed == 3
 

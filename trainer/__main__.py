@@ -111,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from autodl_design import cli
+    cli.run(main)

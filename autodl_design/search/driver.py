@@ -117,7 +117,7 @@ def run_from_config(config: Config, log: Callable[[str], None] = None,
 
 def make_pool(config: Config, setup_path: str, eval_path: str, setup_args: Dict, log):
     """The trainer pool the config asks for (not started)."""
-    from autodl_design.config import threads_per_worker
+    from autodl_design.devices import threads_per_worker
     d = config.devices
     if d.cluster == "ray":
         try:

@@ -268,8 +268,8 @@ def _latency_source(trials: List[Dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from absl import app
     import flags  # the project's flags; --log_dir names the search folder
+    from autodl_design import cli
 
     def run(_):
         try:
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
             return 2
         print("report written: %s" % path)
         return 0
-    app.run(run, argv=argv)
+    cli.run(run, argv=argv)
 
 
 if __name__ == "__main__":

@@ -121,9 +121,9 @@ class RLSearcher:
     which every candidate failed still counts as a step, without learning.
     """
 
-    def __init__(self, agent: AgentConfig, seed: int):
+    def __init__(self, agent: AgentConfig, seed: int, device: str):
         from agent.agent import ControllerAgent  # imports Paddle and PARL
-        self.agent = ControllerAgent.create(agent, seed)
+        self.agent = ControllerAgent.create(agent, seed, device)
         self.losses: List[float] = []
 
     @property
@@ -158,7 +158,7 @@ def make_searcher(config: Config):
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
     if kind == "rl":
-        return RLSearcher(config.agent, config.search.seed)
+        return RLSearcher(config.agent, config.search.seed, config.devices.agent_device)
     if kind == "evolution":
         return EvolutionSearcher(space, config.search.seed, config.search.population,
                                  config.search.sample_size)
