@@ -110,7 +110,7 @@ def _torch_net(arch, cfg, shape, num_classes):
     import torch
     from torch import nn
     from autodl_design.ops import OPS
-    from trainer.network import cell_plan, node_channels, same_padding
+    from trainer.walk import cell_shapes, same_padding
 
     def conv(cin, cout, kernel, stride=1, dilation=1):
         kh, kw = kernel
@@ -133,9 +133,9 @@ def _torch_net(arch, cfg, shape, num_classes):
         return [nn.BatchNorm2d(c, momentum=0.1), nn.ReLU()]
 
     class Cell(nn.Module):
-        def __init__(self, cell, cin, cout, reduction):
+        def __init__(self, cell, shape):
             super().__init__()
-            n = node_channels(cout, cfg.ratio)
+            cin, cout, n, reduction = shape.cin, shape.cout, shape.n, shape.reduction
             self.preds = [cell.predecessors(j) for j in range(cell.num_nodes)]
             self.outs = cell.output_nodes()
             pre, ops = [], []
@@ -165,9 +165,9 @@ def _torch_net(arch, cfg, shape, num_classes):
             super().__init__()
             self.stem = conv(shape[0], cfg.width, (3, 3))
             self.cells = nn.ModuleList(
-                Cell(arch.reduction if r else arch.normal, cin, cout, r)
-                for r, cin, cout in cell_plan(cfg))
-            c = cell_plan(cfg)[-1][2]
+                Cell(arch.reduction if s.reduction else arch.normal, s)
+                for s in cell_shapes(cfg))
+            c = cell_shapes(cfg)[-1].cout
             self.head = nn.Sequential(*bn_relu(c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                       nn.Linear(c, num_classes))
 
@@ -233,9 +233,10 @@ def _evaluation(spec):
                         latency_repeats=spec["latency_repeats"])
     arch = Architecture.load(spec["arch"])
     t = time.perf_counter()
-    hw = metrics.measure_hardware(arch, cfg, data.image_shape, data.num_classes)
+    hw = metrics.measure_hardware(arch, cfg, data.image_shape, data.num_classes, seed=0)
     t_hw = time.perf_counter() - t
-    result = train.train_and_evaluate(arch, cfg, data, static_graph=spec["static_graph"])
+    result = train.train_and_evaluate(arch, cfg, data, seed=0,
+                                      static_graph=spec["static_graph"])
     return {"static_graph": result["static_graph"], "seconds": time.perf_counter() - t,
             "hardware_seconds": t_hw,
             "train_seconds": result["seconds"], "images_per_second": result["images_per_second"],
