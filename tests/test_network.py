@@ -33,6 +33,14 @@ def _backward_reaches_every_weight(layer, out):
     return missing
 
 
+def _assert_count_is_paddles(model, counts, shape):
+    """metrics.count's params, trainable params and FLOPs equal those of the real layers."""
+    assert counts["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert counts["trainable_params"] == sum(int(np.prod(p.shape))
+                                             for p in model.parameters() if p.trainable)
+    assert counts["flops"] == metrics.flops_by_hooks(model, shape)
+
+
 def test_every_op_kind_has_a_builder():
     assert {spec.kind for spec in OPS.values()} <= set(OP_BUILDERS)
     with pytest.raises(ValueError, match="unknown op"):
@@ -110,11 +118,7 @@ def test_random_dags_shapes_params_and_flops():
         model = build_network(arch, cfg, shape, 5)
         logits = model(paddle.randn([2] + list(shape)))
         assert logits.shape == [2, 5]
-        counts = metrics.count(arch, cfg, shape, 5)
-        assert counts["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
-        assert counts["trainable_params"] == sum(int(np.prod(p.shape))
-                                                 for p in model.parameters() if p.trainable)
-        assert counts["flops"] == metrics.flops_by_hooks(model, shape)
+        _assert_count_is_paddles(model, metrics.count(arch, cfg, shape, 5), shape)
 
 
 def test_network_rejects_bad_sizes():
@@ -187,11 +191,7 @@ def test_count_equals_paddle_for_random_space_samples():
                             ratio=1 + k % 4, dropout=0.1 * (k % 2))
         shape = [(1, 8, 8), (3, 11, 6)][k % 2]
         model = build_network(arch, cfg, shape, 4)
-        counts = metrics.count(arch, cfg, shape, 4)
-        assert counts["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
-        assert counts["trainable_params"] == sum(int(np.prod(p.shape))
-                                                 for p in model.parameters() if p.trainable)
-        assert counts["flops"] == metrics.flops_by_hooks(model, shape)
+        _assert_count_is_paddles(model, metrics.count(arch, cfg, shape, 4), shape)
 
 
 def test_summary_lists_every_cell():

@@ -4,6 +4,7 @@ import gzip
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from autodl_design.backend import paddle
 from trainer.data import Dataset
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
-from trainer import train
+from trainer import metrics, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track")
 
@@ -98,6 +99,19 @@ def test_same_seed_same_result_other_seed_differs(arch):
         b["train_loss"], b["val_accuracy"], b["test_accuracy"])
     assert len({a["seed"], c["seed"], d["seed"]}) == 3
     assert a["train_loss"] != c["train_loss"] and a["train_loss"] != d["train_loss"]
+
+
+def test_the_config_has_no_say_in_the_seed(arch):
+    # the trainer reads no seed field: a config without one gives the same numbers
+    no_seed = types.SimpleNamespace(**{k: v for k, v in dataclasses.asdict(TINY).items()
+                                       if k != "seed"})
+    data = random_data()
+    a = train.train_and_evaluate(arch, TINY, data, seed=3)
+    b = train.train_and_evaluate(arch, no_seed, data, seed=3)
+    assert (a["status"], a["train_loss"], a["val_accuracy"]) == (
+        b["status"], b["train_loss"], b["val_accuracy"])
+    hw = metrics.measure_hardware(arch, no_seed, data.image_shape, data.num_classes, seed=3)
+    assert hw["params"] == metrics.count(arch, TINY, data.image_shape, data.num_classes)["params"]
 
 
 def test_nan_in_data_fails_without_raising(arch):

@@ -5,7 +5,9 @@ embedded Fashion-MNIST set) and prints validation and test accuracy,
 parameters, FLOPs, latency and memory as a table. ``--export DIR`` saves the
 trained model for inference (``paddle.jit.save``) and checks that the
 reloaded model gives the same predictions. Sizes (--width, --num_stages, ...)
-and the preset come from the shared flags (``python -m trainer --helpfull``).
+and the preset come from the shared flags (``python -m trainer --helpfull``);
+``--seed`` seeds the network's weights and the training. The work is done by
+``trainer.single``.
 """
 import sys
 

@@ -28,7 +28,9 @@ padding ((k - 1) dilation / 2 on each side; all kernels are odd), so a node's
 output is H x W, or ceil(H / 2) x ceil(W / 2) after a stride-2 source node,
 for odd and even H, W alike. Convs have no bias (a BN follows every sum).
 
-Layers are built from ``autodl_design.ops.OPS`` specs by one builder per
+The layers are built step by step from ``trainer.walk.walk`` (the walk that
+``trainer.metrics.count`` and ``trainer.latency_table`` follow too); an op's
+layer from its ``autodl_design.ops.OPS`` spec by one builder per
 ``OpSpec.kind``; the registry's keys are the only op names.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple

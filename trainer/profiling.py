@@ -198,6 +198,24 @@ def measure_block(block: lt.Block, batch: int, stats: Optional[metrics.Allocator
     return e, fn
 
 
+def _measure_blocks(blocks: Sequence[lt.Block], batch: int,
+                    stats: Optional[metrics.AllocatorStats], rounds: int,
+                    interleave: Sequence[Callable], image_shape: Sequence[int]
+                    ) -> Tuple[int, Dict[str, Dict]]:
+    """(input batch bytes, block key -> entry): memory, then ``rounds`` timed rounds.
+
+    The ``interleave`` callables run spread over the rounds (``_median_rounds``).
+    """
+    from autodl_design.backend import paddle
+    sync = functools.partial(metrics.sync, paddle)
+    with paddle.no_grad():
+        input_bytes = _input_bytes(paddle, stats, [batch] + list(image_shape))
+        measured = [measure_block(block, batch, stats, sync) for block in blocks]
+        medians = _median_rounds([fn for _, fn in measured], rounds, sync, interleave)
+    return input_bytes, {block.key: dict(e, latency_ms=ms)
+                         for block, (e, _), ms in zip(blocks, measured, medians)}
+
+
 def _summarise_runs(runs: Sequence[Sequence[Dict]]) -> List[Dict]:
     """Per calibration network: median latency of its runs, the runs, its memory."""
     return [{"latency_ms": float(np.median([r["latency_ms"] for r in rs])),
@@ -239,7 +257,6 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         "rounds) ..." % (len(blocks), calibration_archs, device, batch, passes,
                          tc.latency_repeats))
     stats = metrics.allocator_stats(paddle)
-    sync = functools.partial(metrics.sync, paddle)
     rng = np.random.default_rng(calibration_seed)
     archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
              for _ in range(calibration_archs)]
@@ -249,18 +266,13 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape, num_classes,
                                                 seed=seed))
 
+    interleave = [functools.partial(measure_network, i)
+                  for _ in range(passes) for i in range(len(archs))]
     rng_state = paddle.get_rng_state()
     paddle.seed(seed)
-    with paddle.no_grad():
-        input_bytes = _input_bytes(paddle, stats, [batch] + list(image_shape))
-        measured = [measure_block(block, batch, stats, sync) for block in blocks]
-        interleave = [functools.partial(measure_network, i)
-                      for _ in range(passes) for i in range(len(archs))]
-        medians = _median_rounds([fn for _, fn in measured], tc.latency_repeats * passes,
-                                 sync, interleave)
+    input_bytes, entries = _measure_blocks(blocks, batch, stats, tc.latency_repeats * passes,
+                                           interleave, image_shape)
     paddle.set_rng_state(rng_state)
-    entries = {block.key: dict(e, latency_ms=ms)
-               for block, (e, _), ms in zip(blocks, measured, medians)}
     settings = dict(lt.settings_of(tc, image_shape, num_classes), ops=list(config.agent.ops),
                     num_nodes=int(config.agent.num_nodes))
     table = lt.LatencyTable(

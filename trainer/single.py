@@ -66,7 +66,10 @@ def result_rows(hw: Dict, result: Dict, device: str) -> List[Tuple[str, str]]:
 
 def train_one(arch: Architecture, arch_path: str, config: Config, trainer_config: TrainerConfig,
               data, data_path: str, seed: int, out: Callable[[str], None] = print):
-    """Prints the outline, measures the hardware metrics, trains; returns (hw, result, model, device).
+    """Prints the outline, measures the hardware metrics and trains.
+
+    Returns:
+      (hardware metrics, training result, trained model, device).
 
     Raises:
       Failed: training failed (NaN/inf, out of memory, a Paddle error of the

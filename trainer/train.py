@@ -371,15 +371,7 @@ def export_model(model: Network, image_shape: Sequence[int], folder: str, arch: 
                        "trainer": dataclasses.asdict(trainer_config),
                        "load": "paddle.jit.load(os.path.join(folder, %r))" % EXPORT_PREFIX},
                       f, indent=2)
-        expected = predict(model, check_images)
-        loaded = paddle.jit.load(prefix)
-        loaded.eval()
-        with paddle.no_grad():
-            got = loaded(paddle.to_tensor(np.ascontiguousarray(check_images))).numpy()
-        diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-        same = np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
-        if not same or diff > 1e-3 * max(1.0, float(np.max(np.abs(expected)))):
-            raise RuntimeError("the reloaded model's predictions differ (max |diff| %.3g)" % diff)
+        diff = _check_reload(model, prefix, check_images)
         if os.path.isdir(folder):
             os.rmdir(folder)  # empty (checked before training)
         os.replace(tmp, folder)
@@ -388,3 +380,22 @@ def export_model(model: Network, image_shape: Sequence[int], folder: str, arch: 
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_reload(model: Network, prefix: str, images: np.ndarray) -> float:
+    """Max |logit difference| of ``paddle.jit.load(prefix)`` against ``model`` on ``images``.
+
+    Raises:
+      RuntimeError: the predicted classes differ or the logits differ by more
+        than 1e-3 of their scale.
+    """
+    expected = predict(model, images)
+    loaded = paddle.jit.load(prefix)
+    loaded.eval()
+    with paddle.no_grad():
+        got = loaded(paddle.to_tensor(np.ascontiguousarray(images))).numpy()
+    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    same = np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
+    if not same or diff > 1e-3 * max(1.0, float(np.max(np.abs(expected)))):
+        raise RuntimeError("the reloaded model's predictions differ (max |diff| %.3g)" % diff)
+    return diff
