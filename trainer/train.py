@@ -304,9 +304,9 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
       static_graph: run the network as a compiled Paddle program
         (``paddle.jit.to_static(full_graph=True)``: same numbers, ~1.4x the
         training images/s on CPU, ~1 s to compile per network) instead of
-        dygraph (the default). If conversion fails before the first epoch
-        ends, the candidate is trained in dygraph instead
-        (``static_graph_error`` says why).
+        dygraph (the default). If the compiled network raises a Paddle error
+        (``CandidateError``) before the first epoch ends, the candidate is
+        trained in dygraph instead (``static_graph_error`` says why).
 
     Failures: NaN/inf (``Diverged``) and errors of the candidate's own Paddle
     ops (``CandidateError``: building its network, forward, loss, backward,
