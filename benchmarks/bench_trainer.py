@@ -106,48 +106,57 @@ def _paddle_train(spec):
     return {"images_per_second": rate, "rounds": rates, "first_step_seconds": first}
 
 
+def _torch_conv(cin, cout, kernel, stride=1, dilation=1):
+    from torch import nn
+    from trainer.walk import same_padding
+    kh, kw = kernel
+    return nn.Conv2d(cin, cout, kernel, stride=stride,
+                     padding=(same_padding(kh, dilation), same_padding(kw, dilation)),
+                     dilation=dilation, bias=False)
+
+
+def _torch_op(name, n, stride):
+    from torch import nn
+    from autodl_design.ops import OPS
+    s = OPS[name]
+    kh, kw = s.kernel
+    if s.kind == "conv":
+        return _torch_conv(n, n, s.kernel, stride, s.dilation)
+    if s.kind == "sep":
+        return nn.Sequential(_torch_conv(n, n, (1, kw), (1, stride)),
+                             _torch_conv(n, n, (kh, 1), (stride, 1)))
+    if s.kind == "maxpool":
+        return nn.MaxPool2d(s.kernel, stride, (kh // 2, kw // 2))
+    return nn.AvgPool2d(s.kernel, stride, (kh // 2, kw // 2), count_include_pad=False)
+
+
 def _torch_net(arch, cfg, shape, num_classes):
     import torch
     from torch import nn
-    from autodl_design.ops import OPS
-    from trainer.network import cell_plan, node_channels, same_padding
-
-    def conv(cin, cout, kernel, stride=1, dilation=1):
-        kh, kw = kernel
-        return nn.Conv2d(cin, cout, kernel, stride=stride,
-                         padding=(same_padding(kh, dilation), same_padding(kw, dilation)),
-                         dilation=dilation, bias=False)
-
-    def op(name, n, stride):
-        s = OPS[name]
-        kh, kw = s.kernel
-        if s.kind == "conv":
-            return conv(n, n, s.kernel, stride, s.dilation)
-        if s.kind == "sep":
-            return nn.Sequential(conv(n, n, (1, kw), (1, stride)), conv(n, n, (kh, 1), (stride, 1)))
-        if s.kind == "maxpool":
-            return nn.MaxPool2d(s.kernel, stride, (kh // 2, kw // 2))
-        return nn.AvgPool2d(s.kernel, stride, (kh // 2, kw // 2), count_include_pad=False)
+    from trainer import walk
+    conv, op = _torch_conv, _torch_op
 
     def bn_relu(c):
         return [nn.BatchNorm2d(c, momentum=0.1), nn.ReLU()]
 
     class Cell(nn.Module):
-        def __init__(self, cell, cin, cout, reduction):
+        def __init__(self, cell, cell_shape):
             super().__init__()
-            n = node_channels(cout, cfg.ratio)
-            self.preds = [cell.predecessors(j) for j in range(cell.num_nodes)]
-            self.outs = cell.output_nodes()
+            self.preds = [[] for _ in cell.ops]
             pre, ops = [], []
-            for j, name in enumerate(cell.ops):
-                if self.preds[j]:
-                    pre.append(nn.Sequential(*bn_relu(n)))
-                    ops.append(op(name, n, 1))
-                else:
-                    pre.append(nn.Sequential(*bn_relu(cin), conv(cin, n, (1, 1)), *bn_relu(n)))
-                    ops.append(op(name, n, 2 if reduction else 1))
+            for step in walk.cell_steps(cell, cell_shape):     # the layers trainer.network builds
+                if step.kind == walk.COMPRESS:
+                    pre.append(nn.Sequential(*bn_relu(step.cin), conv(step.cin, step.cout, (1, 1)),
+                                             *bn_relu(step.cout)))
+                elif step.kind == walk.BNRELU:
+                    pre.append(nn.Sequential(*bn_relu(step.cout)))
+                elif step.kind == walk.OP:
+                    self.preds[step.node] = list(step.inputs)
+                    ops.append(op(step.op, step.cout, step.stride))
+                elif step.kind == walk.PROJECT:
+                    self.outs = list(step.inputs)
+                    self.project = conv(step.cin, step.cout, (1, 1))
             self.pre, self.ops = nn.ModuleList(pre), nn.ModuleList(ops)
-            self.project = conv(len(self.outs) * n, cout, (1, 1))
 
         def forward(self, x):
             nodes = []
@@ -165,9 +174,9 @@ def _torch_net(arch, cfg, shape, num_classes):
             super().__init__()
             self.stem = conv(shape[0], cfg.width, (3, 3))
             self.cells = nn.ModuleList(
-                Cell(arch.reduction if r else arch.normal, cin, cout, r)
-                for r, cin, cout in cell_plan(cfg))
-            c = cell_plan(cfg)[-1][2]
+                Cell(arch.reduction if s.reduction else arch.normal, s)
+                for s in walk.cell_shapes(cfg))
+            c = walk.cell_shapes(cfg)[-1].cout
             self.head = nn.Sequential(*bn_relu(c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                       nn.Linear(c, num_classes))
 
@@ -233,9 +242,10 @@ def _evaluation(spec):
                         latency_repeats=spec["latency_repeats"])
     arch = Architecture.load(spec["arch"])
     t = time.perf_counter()
-    hw = metrics.measure_hardware(arch, cfg, data.image_shape, data.num_classes)
+    hw = metrics.measure_hardware(arch, cfg, data.image_shape, data.num_classes, seed=0)
     t_hw = time.perf_counter() - t
-    result = train.train_and_evaluate(arch, cfg, data, static_graph=spec["static_graph"])
+    result = train.train_and_evaluate(arch, cfg, data, seed=0,
+                                      static_graph=spec["static_graph"])
     return {"static_graph": result["static_graph"], "seconds": time.perf_counter() - t,
             "hardware_seconds": t_hw,
             "train_seconds": result["seconds"], "images_per_second": result["images_per_second"],
@@ -282,6 +292,90 @@ def _ensure_data(root: str, images_per_class: int) -> str:
     return path
 
 
+def _throughput(base, quick):
+    """Training images/s of every (width, shape, framework, mode, threads); (runs, rows)."""
+    from autodl_design.config import SIZE_PRESETS
+    cpu = SIZE_PRESETS["cpu"]
+    throughput = [(w, shape, kind, mode, threads)
+                  for w in (int(cpu["width"]), 16)
+                  for shape in ((1, 28, 28), (3, 32, 32))
+                  for kind, mode in (("paddle", "dygraph"), ("torch", "eager"))
+                  for threads in (1,)]
+    if not quick:
+        throughput += [(int(cpu["width"]), (1, 28, 28), "paddle", m, 1)
+                       for m in ("to_static_sot", "to_static_ast")]
+        throughput += [(int(cpu["width"]), (1, 28, 28), k, m, 2)
+                       for k, m in (("paddle", "dygraph"), ("torch", "eager"))]
+    runs, rows = [], []
+    for width, shape, kind, mode, threads in throughput:
+        spec = dict(base, kind=kind, mode=mode, width=width, shape=list(shape), threads=threads)
+        r = _run(spec)
+        runs.append({"spec": spec, "result": r})
+        rows.append(("train %s %s w%d %s t%d" % (kind, mode, width, "x".join(map(str, shape)),
+                                                threads),
+                     "error" if "error" in r else "%7.0f img/s (first step %.2f s)"
+                     % (r["images_per_second"], r["first_step_seconds"])))
+        print(rows[-1][0], rows[-1][1], flush=True)
+    return runs, rows
+
+
+def _ratios(runs, rows):
+    """Paddle dygraph / PyTorch eager images/s per (width, shape) at 1 thread."""
+    from autodl_design.config import SIZE_PRESETS
+    ratios = {}
+    for width in (int(SIZE_PRESETS["cpu"]["width"]), 16):
+        for shape in ((1, 28, 28), (3, 32, 32)):
+            def rate(kind, mode):
+                for run in runs:
+                    s = run["spec"]
+                    if (s["kind"], s["mode"], s["width"], tuple(s["shape"]), s["threads"]) == (
+                            kind, mode, width, shape, 1) and "error" not in run["result"]:
+                        return run["result"]["images_per_second"]
+                return None
+            p, t = rate("paddle", "dygraph"), rate("torch", "eager")
+            if p and t:
+                key = "w%d_%s" % (width, "x".join(map(str, shape)))
+                ratios[key] = p / t
+                rows.append(("paddle/torch %s" % key, "%.2fx" % ratios[key]))
+    return ratios
+
+
+def _evaluation_row(alone, pair):
+    if "error" in alone or any("error" in p for p in pair):
+        return "error: %s" % alone.get("error", pair)
+    return ("%5.1f s alone (%4.0f img/s), %5.1f s with 2 at once; %d train images, val %.3f "
+            "test %.3f" % (alone["seconds"], alone["images_per_second"],
+                           max(p["seconds"] for p in pair), alone["train_images"],
+                           alone["val_accuracy"], alone["test_accuracy"]))
+
+
+def _evaluations(base, quick, rows):
+    """Seconds per candidate evaluation on real Fashion-MNIST, alone and two at once."""
+    from autodl_design.config import SIZE_PRESETS
+    cpu = SIZE_PRESETS["cpu"]
+    evaluations = []
+    if not os.path.isdir(FMNIST):
+        return evaluations
+    with tempfile.TemporaryDirectory() as tmp:
+        budgets = [(int(cpu["width"]), int(cpu["images_per_class"]), int(cpu["early_stop"]),
+                    False),
+                   (16, int(cpu["images_per_class"]), int(cpu["early_stop"]), False)]
+        if not quick:
+            budgets += [(8, 300, 5, False), (8, 300, 5, True), (8, 300, 10, False),
+                        (16, 300, 5, False)]
+        for width, ipc, epochs, static in budgets:
+            spec = dict(base, kind="evaluation", width=width, threads=1, epochs=epochs,
+                        data=_ensure_data(tmp, ipc), images_per_class=ipc,
+                        latency_repeats=int(cpu["latency_repeats"]), static_graph=static)
+            alone = _run(spec)
+            pair = [_collect(p) for p in [_launch(spec), _launch(spec)]]
+            evaluations.append({"spec": spec, "alone": alone, "two_at_once": pair})
+            rows.append(("eval w%d %d img/class x %d ep%s" % (
+                width, ipc, epochs, " to_static" if static else ""), _evaluation_row(alone, pair)))
+            print(rows[-1][0], rows[-1][1], flush=True)
+    return evaluations
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
@@ -297,69 +391,9 @@ def main(argv):
     arch = os.path.join(ROOT, "examples", "baseline.json")
     base = dict(arch=arch, num_stages=int(cpu["num_stages"]), num_cells=int(cpu["num_cells"]),
                 batch=FLAGS.batch, steps=steps, rounds=rounds)
-    runs = []
-    throughput = [(w, shape, kind, mode, threads)
-                  for w in (int(cpu["width"]), 16)
-                  for shape in ((1, 28, 28), (3, 32, 32))
-                  for kind, mode in (("paddle", "dygraph"), ("torch", "eager"))
-                  for threads in (1,)]
-    if not FLAGS.quick:
-        throughput += [(int(cpu["width"]), (1, 28, 28), "paddle", m, 1)
-                       for m in ("to_static_sot", "to_static_ast")]
-        throughput += [(int(cpu["width"]), (1, 28, 28), k, m, 2)
-                       for k, m in (("paddle", "dygraph"), ("torch", "eager"))]
-    rows = []
-    for width, shape, kind, mode, threads in throughput:
-        spec = dict(base, kind=kind, mode=mode, width=width, shape=list(shape), threads=threads)
-        r = _run(spec)
-        runs.append({"spec": spec, "result": r})
-        rows.append(("train %s %s w%d %s t%d" % (kind, mode, width, "x".join(map(str, shape)),
-                                                threads),
-                     "error" if "error" in r else "%7.0f img/s (first step %.2f s)"
-                     % (r["images_per_second"], r["first_step_seconds"])))
-        print(rows[-1][0], rows[-1][1], flush=True)
-    ratios = {}
-    for width in (int(cpu["width"]), 16):
-        for shape in ((1, 28, 28), (3, 32, 32)):
-            def rate(kind, mode):
-                for run in runs:
-                    s = run["spec"]
-                    if (s["kind"], s["mode"], s["width"], tuple(s["shape"]), s["threads"]) == (
-                            kind, mode, width, shape, 1) and "error" not in run["result"]:
-                        return run["result"]["images_per_second"]
-                return None
-            p, t = rate("paddle", "dygraph"), rate("torch", "eager")
-            if p and t:
-                key = "w%d_%s" % (width, "x".join(map(str, shape)))
-                ratios[key] = p / t
-                rows.append(("paddle/torch %s" % key, "%.2fx" % ratios[key]))
-    evaluations = []
-    if os.path.isdir(FMNIST):
-        with tempfile.TemporaryDirectory() as tmp:
-            budgets = [(int(cpu["width"]), int(cpu["images_per_class"]), int(cpu["early_stop"]),
-                        False),
-                       (16, int(cpu["images_per_class"]), int(cpu["early_stop"]), False)]
-            if not FLAGS.quick:
-                budgets += [(8, 300, 5, False), (8, 300, 5, True), (8, 300, 10, False),
-                            (16, 300, 5, False)]
-            for width, ipc, epochs, static in budgets:
-                spec = dict(base, kind="evaluation", width=width, threads=1, epochs=epochs,
-                            data=_ensure_data(tmp, ipc), images_per_class=ipc,
-                            latency_repeats=int(cpu["latency_repeats"]), static_graph=static)
-                alone = _run(spec)
-                pair = [_collect(p) for p in [_launch(spec), _launch(spec)]]
-                evaluations.append({"spec": spec, "alone": alone, "two_at_once": pair})
-                label = "eval w%d %d img/class x %d ep%s" % (width, ipc, epochs,
-                                                             " to_static" if static else "")
-                if "error" in alone or any("error" in p for p in pair):
-                    rows.append((label, "error: %s" % alone.get("error", pair)))
-                else:
-                    rows.append((label, "%5.1f s alone (%4.0f img/s), %5.1f s with 2 at once; "
-                                 "%d train images, val %.3f test %.3f" % (
-                                     alone["seconds"], alone["images_per_second"],
-                                     max(p["seconds"] for p in pair), alone["train_images"],
-                                     alone["val_accuracy"], alone["test_accuracy"])))
-                print(rows[-1][0], rows[-1][1], flush=True)
+    runs, rows = _throughput(base, FLAGS.quick)
+    ratios = _ratios(runs, rows)
+    evaluations = _evaluations(base, FLAGS.quick, rows)
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join("%-*s  %s" % (width, k, v) for k, v in rows))
     out = {"benchmark": "trainer", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -37,9 +37,9 @@ def tiny_config(**trainer) -> cfg.Config:
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     from autodl_design.backend import paddle
-    from trainer import profile
+    from trainer import profiling
     paddle.set_device("cpu")
-    t = profile.profile(tiny_config(), SHAPE, CLASSES, "cpu", 1, calibration_archs=2,
+    t = profiling.profile(tiny_config(), SHAPE, CLASSES, "cpu", 1, calibration_archs=2,
                         log=lambda line: None)
     path = str(tmp_path_factory.mktemp("table") / "TABLE.json")
     t.save(path)

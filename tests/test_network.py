@@ -1,4 +1,4 @@
-"""Tests of trainer.network: every op in both cell kinds, random DAGs, shapes, gradients."""
+"""Tests of trainer.network and trainer.walk: every op in both cell kinds, random DAGs, shapes."""
 import numpy as np
 import pytest
 
@@ -6,8 +6,10 @@ from autodl_design.backend import paddle
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OP_NAMES, OPS
-from trainer import metrics
-from trainer.network import OP_BUILDERS, CellLayer, build_network, build_op, cell_plan
+from autodl_design.spaces import CellSpace
+from trainer import metrics, walk
+from trainer.network import OP_BUILDERS, CellLayer, build_network, build_op, summary
+from trainer.walk import cell_shape, cell_shapes
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track")
 
@@ -31,6 +33,14 @@ def _backward_reaches_every_weight(layer, out):
     return missing
 
 
+def _assert_count_is_paddles(model, counts, shape):
+    """metrics.count's params, trainable params and FLOPs equal those of the real layers."""
+    assert counts["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert counts["trainable_params"] == sum(int(np.prod(p.shape))
+                                             for p in model.parameters() if p.trainable)
+    assert counts["flops"] == metrics.flops_by_hooks(model, shape)
+
+
 def test_every_op_kind_has_a_builder():
     assert {spec.kind for spec in OPS.values()} <= set(OP_BUILDERS)
     with pytest.raises(ValueError, match="unknown op"):
@@ -44,7 +54,7 @@ def test_every_op_in_both_cell_kinds(op, reduction):
     # the op runs once strided (sources) and once at stride 1 (node 2).
     cell = Cell([op, op, op], [[0, 0, 1], [0, 0, 0], [0, 0, 0]])
     cin, cout = 8, 16 if reduction else 8
-    layer = CellLayer(cell, cin, cout, reduction, ratio=4)
+    layer = CellLayer(cell, cell_shape(cin, cout, reduction, ratio=4))
     for size in (9, 28, 7):
         out = layer(paddle.randn([2, cin, size, size]))
         side = (size + 1) // 2 if reduction else size
@@ -73,10 +83,14 @@ def test_sep_is_1xk_then_kx1():
     assert [sub._stride for sub in layer] == [[1, 2], [2, 1]]
 
 
-def test_cell_plan_puts_reduction_first_in_later_stages():
-    plan = cell_plan(TrainerConfig(width=8, num_stages=3, num_cells=2))
-    assert plan == [(False, 8, 8), (False, 8, 8), (True, 8, 16), (False, 16, 16),
-                    (True, 16, 32), (False, 32, 32)]
+def test_cell_shapes_put_reduction_first_in_later_stages():
+    shapes = cell_shapes(TrainerConfig(width=8, num_stages=3, num_cells=2))
+    assert [(s.reduction, s.cin, s.cout) for s in shapes] == [
+        (False, 8, 8), (False, 8, 8), (True, 8, 16), (False, 16, 16), (True, 16, 32),
+        (False, 32, 32)]
+    assert [s.stage for s in shapes] == [0, 0, 1, 1, 2, 2]
+    sized = cell_shapes(TrainerConfig(width=8, num_stages=3, num_cells=2), (1, 7, 9))
+    assert [s.out_hw for s in sized] == [(7, 9), (7, 9), (4, 5), (4, 5), (2, 3), (2, 3)]
 
 
 def test_special_dags_build_and_train_a_step():
@@ -104,11 +118,7 @@ def test_random_dags_shapes_params_and_flops():
         model = build_network(arch, cfg, shape, 5)
         logits = model(paddle.randn([2] + list(shape)))
         assert logits.shape == [2, 5]
-        counts = metrics.count(arch, cfg, shape, 5)
-        assert counts["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
-        assert counts["trainable_params"] == sum(int(np.prod(p.shape))
-                                                 for p in model.parameters() if p.trainable)
-        assert counts["flops"] == metrics.flops_by_hooks(model, shape)
+        _assert_count_is_paddles(model, metrics.count(arch, cfg, shape, 5), shape)
 
 
 def test_network_rejects_bad_sizes():
@@ -127,3 +137,68 @@ def test_dropout_only_in_training():
     model.eval()
     np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
     assert model.dropout is not None and model.dropout.p == 0.5
+
+
+def _forward_shapes(model, shape):
+    """(layer kind, input shape, output shape) of every layer of a walk step, in call order."""
+    seen, hooks = [], []
+
+    def hook(kind):
+        def record(layer, inputs, output):
+            seen.append((kind, list(inputs[0].shape), list(output.shape)))
+        return record
+
+    named = [(model.stem, walk.STEM), (model.head_bn, walk.HEAD), (model.fc, "fc")]
+    for cell in model.cells:
+        named += [(cell.project, walk.PROJECT)]
+        named += [(pre, walk.COMPRESS if not preds else walk.BNRELU)
+                  for pre, preds in zip(cell.pre, cell.preds)]
+        named += [(op, walk.OP) for op in cell.ops]
+    hooks = [layer.register_forward_post_hook(hook(kind)) for layer, kind in named]
+    model.eval()
+    with paddle.no_grad():
+        model(paddle.randn([2] + list(shape)))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_walk_matches_a_real_forward_pass(seed):
+    rng = np.random.default_rng(seed)
+    cfg = TrainerConfig(width=4 + seed, num_stages=3, num_cells=1 + seed % 2, ratio=2 + seed)
+    shape = [(1, 9, 9), (3, 10, 7), (2, 5, 12)][seed]
+    arch = CellSpace(int(rng.integers(2, 7)), OP_NAMES).sample(rng)
+    expected = []
+    for step in walk.walk(arch, cfg, shape, 5):
+        if step.kind == walk.ADD:
+            continue                    # a sum, no layer: its size is the next BN-ReLU's input
+        out = [2, step.cout] + list(step.out_hw)
+        if step.kind == walk.HEAD:
+            expected += [(walk.HEAD, [2, step.cin] + list(step.in_hw), [2, step.cin] +
+                          list(step.in_hw)), ("fc", [2, step.cin], [2, step.cout])]
+        else:
+            expected.append((step.kind, [2, step.cin] + list(step.in_hw), out))
+    assert _forward_shapes(build_network(arch, cfg, shape, 5), shape) == expected
+
+
+def test_count_equals_paddle_for_random_space_samples():
+    rng = np.random.default_rng(11)
+    for k in range(6):
+        space = CellSpace(int(rng.integers(2, 9)), OP_NAMES[k % 3:])
+        arch = space.sample(rng)
+        cfg = TrainerConfig(width=3 + k, num_stages=1 + k % 3, num_cells=1 + k % 2,
+                            ratio=1 + k % 4, dropout=0.1 * (k % 2))
+        shape = [(1, 8, 8), (3, 11, 6)][k % 2]
+        model = build_network(arch, cfg, shape, 4)
+        _assert_count_is_paddles(model, metrics.count(arch, cfg, shape, 4), shape)
+
+
+def test_summary_lists_every_cell():
+    arch = Architecture.load("examples/baseline.json")
+    text = summary(arch, TrainerConfig(width=8, num_stages=2, num_cells=1), (1, 28, 28), 10)
+    assert text.splitlines()[:4] == [
+        "input          1 x  28 x 28 ",
+        "stem 3x3       8 x  28 x 28 ",
+        "cell 0  normal      8 x  28 x 28  (nodes at 2 channels, 6 concatenated)",
+        "cell 1  reduction  16 x  14 x 14  (nodes at 4 channels, 6 concatenated)"]

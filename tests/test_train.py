@@ -4,6 +4,7 @@ import gzip
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from autodl_design.backend import paddle
 from trainer.data import Dataset
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
-from trainer import train
+from trainer import metrics, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track")
 
@@ -77,7 +78,7 @@ def test_short_run_on_real_fashion_mnist_beats_chance(arch):
     data = fashion_mnist(1000, 300, 300)
     # 3 epochs of 32 steps: 50-60% val accuracy over seeds 0-3 (chance: 10%)
     cfg = dataclasses.replace(TINY, width=8, early_stop=3)
-    result = train.train_and_evaluate(arch, cfg, data)
+    result = train.train_and_evaluate(arch, cfg, data, seed=0)
     assert result["status"] == "ok", result["reason"]
     assert result["epochs"] == 3 and not result["stopped_early"]
     assert result["val_accuracy"] >= 0.40, result
@@ -91,18 +92,32 @@ def test_same_seed_same_result_other_seed_differs(arch):
     a = train.train_and_evaluate(arch, TINY, data, seed=3)
     b = train.train_and_evaluate(arch, TINY, data, seed=3)
     c = train.train_and_evaluate(arch, TINY, data, seed=4)
-    d = train.train_and_evaluate(arch, dataclasses.replace(TINY, seed=1), data, seed=3)
+    d = train.train_and_evaluate(arch, TINY, data, seed=5)
     assert a["status"] == "ok"
+    assert (a["seed"], c["seed"], d["seed"]) == (3, 4, 5)    # the explicit seed, as given
     assert (a["train_loss"], a["val_accuracy"], a["test_accuracy"]) == (
         b["train_loss"], b["val_accuracy"], b["test_accuracy"])
     assert len({a["seed"], c["seed"], d["seed"]}) == 3
     assert a["train_loss"] != c["train_loss"] and a["train_loss"] != d["train_loss"]
 
 
+def test_the_config_has_no_say_in_the_seed(arch):
+    # the trainer reads no seed field: a config without one gives the same numbers
+    no_seed = types.SimpleNamespace(**{k: v for k, v in dataclasses.asdict(TINY).items()
+                                       if k != "seed"})
+    data = random_data()
+    a = train.train_and_evaluate(arch, TINY, data, seed=3)
+    b = train.train_and_evaluate(arch, no_seed, data, seed=3)
+    assert (a["status"], a["train_loss"], a["val_accuracy"]) == (
+        b["status"], b["train_loss"], b["val_accuracy"])
+    hw = metrics.measure_hardware(arch, no_seed, data.image_shape, data.num_classes, seed=3)
+    assert hw["params"] == metrics.count(arch, TINY, data.image_shape, data.num_classes)["params"]
+
+
 def test_nan_in_data_fails_without_raising(arch):
     data = random_data()
     data.train_images[3, 0, 4, 4] = np.nan
-    result = train.train_and_evaluate(arch, TINY, data)
+    result = train.train_and_evaluate(arch, TINY, data, seed=0)
     assert result["status"] == "failed"
     assert "nan" in result["reason"].lower()
     assert result["val_accuracy"] == 0.0
@@ -110,7 +125,7 @@ def test_nan_in_data_fails_without_raising(arch):
 
 def test_huge_learning_rate_fails_as_diverged(arch):
     cfg = dataclasses.replace(TINY, lr_max=1e12, lr_min=1e12, early_stop=2)
-    result = train.train_and_evaluate(arch, cfg, random_data())
+    result = train.train_and_evaluate(arch, cfg, random_data(), seed=0)
     assert result["status"] == "failed"
     assert "nan" in result["reason"].lower() or "inf" in result["reason"].lower()
 
@@ -118,13 +133,74 @@ def test_huge_learning_rate_fails_as_diverged(arch):
 def test_training_error_is_reported_not_raised(arch):
     data = random_data()
     data.train_labels = data.train_labels + 10      # labels outside the 3 classes
-    result = train.train_and_evaluate(arch, TINY, data)
+    result = train.train_and_evaluate(arch, TINY, data, seed=0)
     assert result["status"] == "failed" and result["reason"].startswith("IndexError")
     assert "\n" not in result["reason"]
     bad = random_data()
     bad.train_images = bad.train_images[:, 0]        # 3-D images
-    result = train.train_and_evaluate(arch, TINY, bad)
+    result = train.train_and_evaluate(arch, TINY, bad, seed=0)
     assert result["status"] == "failed" and "image_shape" in result["reason"]
+
+
+class _Raising(paddle.nn.Layer):
+    """A candidate network whose forward pass raises ``error()`` (or a real Paddle error)."""
+
+    def __init__(self, net, error=None):
+        super().__init__()
+        self.net, self.error, self.num_classes = net, error, net.num_classes
+
+    def forward(self, x):
+        if self.error is not None:
+            raise self.error()
+        return paddle.matmul(self.net(x), paddle.ones([7, 7]))   # [N, 3] x [7, 7]: invalid
+
+
+def _with_network(monkeypatch, error=None):
+    build = train.build_network
+    monkeypatch.setattr(train, "build_network",
+                        lambda *args: _Raising(build(*args), error))
+
+
+def test_paddle_error_in_the_candidates_forward_is_a_failed_record(arch, monkeypatch):
+    _with_network(monkeypatch)
+    result = train.train_and_evaluate(arch, TINY, random_data(), seed=0)
+    assert result["status"] == "failed" and result["val_accuracy"] == 0.0
+    assert result["reason"].startswith("ValueError") and "\n" not in result["reason"]
+
+
+def test_out_of_memory_is_a_failed_record(arch, monkeypatch):
+    _with_network(monkeypatch, lambda: MemoryError("ResourceExhaustedError: out of memory"))
+    result = train.train_and_evaluate(arch, TINY, random_data(), seed=0)
+    assert result["status"] == "failed"
+    assert result["reason"] == "MemoryError: ResourceExhaustedError: out of memory"
+
+
+def test_bugs_around_the_candidate_raise(arch, monkeypatch):
+    # a bug in the candidate's forward code that no Paddle op raises (TypeError, KeyError):
+    _with_network(monkeypatch, lambda: TypeError("our bug"))
+    with pytest.raises(TypeError, match="our bug"):
+        train.train_and_evaluate(arch, TINY, random_data(), seed=0)
+    monkeypatch.undo()
+
+    # the same type as a Paddle error, raised by our code outside the candidate's ops
+    def broken_schedule(*args):
+        raise ValueError("schedule bug")
+
+    monkeypatch.setattr(train, "cosine_lr", broken_schedule)
+    with pytest.raises(ValueError, match="schedule bug"):
+        train.train_and_evaluate(arch, TINY, random_data(), seed=0)
+    monkeypatch.undo()
+
+    def out_of_memory_in_callback(epoch, val):
+        raise MemoryError("caller's")
+
+    with pytest.raises(MemoryError, match="caller's"):
+        train.train_and_evaluate(arch, TINY, random_data(), seed=0,
+                                 on_epoch=out_of_memory_in_callback)
+    empty = random_data()
+    empty.train_images, empty.train_labels = empty.train_images[:0], empty.train_labels[:0]
+    with pytest.raises(ValueError, match="training split is empty"):
+        train.train_and_evaluate(arch, TINY, empty, seed=0)
 
 
 def test_on_epoch_callback_stops_early(arch):
@@ -135,7 +211,7 @@ def test_on_epoch_callback_stops_early(arch):
         return epoch < 2
 
     cfg = dataclasses.replace(TINY, early_stop=4)
-    result = train.train_and_evaluate(arch, cfg, random_data(), on_epoch=on_epoch)
+    result = train.train_and_evaluate(arch, cfg, random_data(), seed=0, on_epoch=on_epoch)
     assert result["status"] == "ok" and result["stopped_early"] is True
     assert result["epochs"] == 2 and [e for e, _ in calls] == [1, 2]
     assert result["val_history"] == [v for _, v in calls]
@@ -145,12 +221,12 @@ def test_on_epoch_callback_stops_early(arch):
         raise KeyError("caller bug")
 
     with pytest.raises(KeyError, match="caller bug"):
-        train.train_and_evaluate(arch, cfg, random_data(), on_epoch=broken)
+        train.train_and_evaluate(arch, cfg, random_data(), seed=0, on_epoch=broken)
 
 
 def test_export_round_trip(arch, tmp_path):
     data = random_data(shape=(1, 8, 8))
-    result, model = train.fit(arch, TINY, data)
+    result, model = train.fit(arch, TINY, data, seed=0)
     assert result["status"] == "ok"
     folder = tmp_path / "exported"
     diff = train.export_model(model, data.image_shape, str(folder), arch, TINY,
@@ -201,8 +277,8 @@ def test_cli_trains_prints_table_and_exports(tmp_path):
 
 def test_static_graph_gives_the_dygraph_numbers(arch):
     data = random_data()
-    dygraph = train.train_and_evaluate(arch, TINY, data, static_graph=False)
-    static = train.train_and_evaluate(arch, TINY, data, static_graph=True)
+    dygraph = train.train_and_evaluate(arch, TINY, data, seed=0)
+    static = train.train_and_evaluate(arch, TINY, data, seed=0, static_graph=True)
     assert (dygraph["static_graph"], static["static_graph"]) == (False, True)
     assert static["status"] == "ok" and "static_graph_error" not in static
     assert static["train_loss"] == pytest.approx(dygraph["train_loss"], rel=1e-4)

@@ -26,8 +26,8 @@ the input + the peak of a walk along the forward pass that keeps the
 tensors alive exactly as ``trainer.network`` does and adds each block's
 measured allocator peak (output + scratch) at the moment it runs.
 
-Nothing here needs Paddle; the network geometry comes from the same helpers
-as ``trainer.network`` and ``trainer.metrics.count``.
+Nothing here needs Paddle; the blocks are the steps of ``trainer.walk``, the
+walk ``trainer.network`` builds and ``trainer.metrics.count`` counts.
 """
 import copy
 import dataclasses
@@ -39,7 +39,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from autodl_design.arch import Architecture
 from autodl_design.records import atomic_write_text
 from autodl_design.config import TrainerConfig
-from autodl_design.ops import OPS
+from trainer.metrics import count, memory_estimate_mb
+from trainer.walk import (ADD, BNRELU, COMPRESS, HEAD, OP, PROJECT, STEM, CellShape, Step,
+                          cell_shapes, op_output, walk)
 
 FORMAT = "autodl-design-latency-table/1"
 MIB = float(1 << 20)
@@ -58,104 +60,54 @@ class Block:
 
     Attributes:
       key: the table key, e.g. ``op conv_5x5 n=4 28x28 s=2``.
-      kind: stem, compress, op, bnrelu, add, project or head.
+      kind: stem, compress, op, bnrelu, add, project or head (``trainer.walk``).
       text: where it occurs, for error messages.
-      args: what the profiler needs to build it (ints, strings, tuples).
+      step: the ``trainer.walk.Step`` it measures (what the profiler builds).
+      dropout: the head's dropout (0.0 for other kinds).
     """
     key: str
     kind: str
     text: str
-    args: Tuple = ()
+    step: Step
+    dropout: float = 0.0
 
 
-def _hw(h: int, w: int) -> str:
-    return "%dx%d" % (h, w)
+def _hw(hw: Tuple[int, int]) -> str:
+    return "%dx%d" % hw
 
 
-def stem_block(cin: int, cout: int, h: int, w: int) -> Block:
-    return Block("stem %d->%d %s" % (cin, cout, _hw(h, w)), "stem",
-                 "the stem (3x3 conv, %d -> %d channels, %s)" % (cin, cout, _hw(h, w)),
-                 (cin, cout, h, w))
-
-
-def compress_block(cin: int, n: int, h: int, w: int, where: str) -> Block:
-    return Block("compress %d->%d %s" % (cin, n, _hw(h, w)), "compress",
-                 "the 1x1 compression (%d -> %d channels, %s) of a source node in the %s"
-                 % (cin, n, _hw(h, w), where), (cin, n, h, w))
-
-
-def op_block(name: str, n: int, h: int, w: int, stride: int, where: str) -> Block:
-    return Block("op %s n=%d %s s=%d" % (name, n, _hw(h, w), stride), "op",
-                 "%s in the %s at %d channels, %s, stride %d" % (name, where, n, _hw(h, w),
-                                                                 stride),
-                 (name, n, h, w, stride))
-
-
-def bnrelu_block(n: int, h: int, w: int, where: str) -> Block:
-    return Block("bnrelu n=%d %s" % (n, _hw(h, w)), "bnrelu",
-                 "the BN-ReLU of a node with predecessors in the %s at %d channels, %s"
-                 % (where, n, _hw(h, w)), (n, h, w))
-
-
-def add_block(n: int, h: int, w: int, where: str) -> Block:
-    return Block("add n=%d %s" % (n, _hw(h, w)), "add",
-                 "the node sum in the %s at %d channels, %s" % (where, n, _hw(h, w)), (n, h, w))
-
-
-def project_block(k: int, n: int, cout: int, h: int, w: int, where: str) -> Block:
-    return Block("project %dx%d->%d %s" % (k, n, cout, _hw(h, w)), "project",
-                 "the concatenation of %d free ends + 1x1 conv (%d x %d -> %d channels, %s) "
-                 "in the %s" % (k, k, n, cout, _hw(h, w), where), (k, n, cout, h, w))
-
-
-def head_block(c: int, h: int, w: int, num_classes: int, dropout: float) -> Block:
-    return Block("head %d %s classes=%d dropout=%g" % (c, _hw(h, w), num_classes, dropout),
-                 "head", "the head (%d channels, %s, %d classes, dropout %g)"
-                 % (c, _hw(h, w), num_classes, dropout), (c, h, w, num_classes, float(dropout)))
-
-
-@dataclasses.dataclass(frozen=True)
-class CellGeometry:
-    """Sizes of one cell of the network (as ``trainer.network.cell_plan`` lays it out)."""
-    index: int
-    reduction: bool
-    cin: int
-    cout: int
-    n: int            # channels of every node
-    in_hw: Tuple[int, int]
-    out_hw: Tuple[int, int]
-
-    @property
-    def where(self) -> str:
-        return "%s cell %d (%d -> %d channels)" % (
-            "reduction" if self.reduction else "normal", self.index, self.cin, self.cout)
-
-    @property
-    def stride(self) -> int:
-        return 2 if self.reduction else 1
-
-
-def op_output(name: str, h: int, w: int, stride: int) -> Tuple[int, int]:
-    """Output H x W of op ``name`` (same padding), as ``trainer.metrics`` computes it."""
-    from trainer.metrics import _conv_out
-    spec = OPS[name]
-    kh, kw = spec.kernel
-    dilation = spec.dilation if spec.kind == "conv" else 1
-    return _conv_out(h, kh, stride, dilation), _conv_out(w, kw, stride, dilation)
-
-
-def cell_geometry(config: TrainerConfig, image_shape: Sequence[int]) -> List[CellGeometry]:
-    """Every cell's channels and sizes, from ``trainer.network.cell_plan``."""
-    from trainer.network import cell_plan, node_channels
-    _, h, w = (int(s) for s in image_shape)
-    cells = []
-    for i, (reduction, cin, cout) in enumerate(cell_plan(config)):
-        stride = 2 if reduction else 1
-        out = op_output("conv_3x3", h, w, stride)   # every op: H or ceil(H / 2)
-        cells.append(CellGeometry(i, reduction, cin, cout, node_channels(cout, config.ratio),
-                                  (h, w), out))
-        h, w = out
-    return cells
+def block_of(step: Step, dropout: float = 0.0) -> Block:
+    """The table block of one ``trainer.walk`` step (``dropout``: the head's)."""
+    size, g = _hw(step.in_hw), step.cell
+    if step.kind == STEM:
+        return Block("stem %d->%d %s" % (step.cin, step.cout, size), STEM,
+                     "the stem (3x3 conv, %d -> %d channels, %s)" % (step.cin, step.cout, size),
+                     step)
+    if step.kind == COMPRESS:
+        return Block("compress %d->%d %s" % (step.cin, step.cout, size), COMPRESS,
+                     "the 1x1 compression (%d -> %d channels, %s) of a source node in the %s"
+                     % (step.cin, step.cout, size, g.where), step)
+    if step.kind == OP:
+        return Block("op %s n=%d %s s=%d" % (step.op, step.cin, size, step.stride), OP,
+                     "%s in the %s at %d channels, %s, stride %d"
+                     % (step.op, g.where, step.cin, size, step.stride), step)
+    if step.kind == BNRELU:
+        return Block("bnrelu n=%d %s" % (step.cin, size), BNRELU,
+                     "the BN-ReLU of a node with predecessors in the %s at %d channels, %s"
+                     % (g.where, step.cin, size), step)
+    if step.kind == ADD:
+        return Block("add n=%d %s" % (step.cin, size), ADD, "the node sum in the %s at %d "
+                     "channels, %s" % (g.where, step.cin, size), step)
+    if step.kind == PROJECT:
+        k = len(step.inputs)
+        return Block("project %dx%d->%d %s" % (k, g.n, step.cout, size), PROJECT,
+                     "the concatenation of %d free ends + 1x1 conv (%d x %d -> %d channels, %s) "
+                     "in the %s" % (k, k, g.n, step.cout, size, g.where), step)
+    if step.kind == HEAD:
+        return Block("head %d %s classes=%d dropout=%g" % (step.cin, size, step.cout, dropout),
+                     HEAD, "the head (%d channels, %s, %d classes, dropout %g)"
+                     % (step.cin, size, step.cout, dropout), step, float(dropout))
+    raise ValueError("a %s step has no table block" % step.kind)
 
 
 def settings_of(config: TrainerConfig, image_shape: Sequence[int], num_classes: int) -> Dict:
@@ -164,6 +116,22 @@ def settings_of(config: TrainerConfig, image_shape: Sequence[int], num_classes: 
             "num_cells": int(config.num_cells), "ratio": int(config.ratio),
             "dropout": float(config.dropout), "latency_batch": int(config.latency_batch),
             "image_shape": [int(s) for s in image_shape], "num_classes": int(num_classes)}
+
+
+def _cell_space_steps(g: CellShape, ops: Sequence[str], num_nodes: int) -> List[Step]:
+    """Every step a cell of shape ``g`` can contain, for any cell of the space."""
+    steps = [Step(COMPRESS, g.cin, g.n, g.in_hw, g.in_hw, cell=g)]
+    steps += [Step(OP, g.n, g.n, g.in_hw, op_output(name, g.in_hw, g.stride), g.stride, name, g)
+              for name in ops]
+    if num_nodes >= 2:
+        steps.append(Step(BNRELU, g.n, g.n, g.out_hw, g.out_hw, cell=g))
+        steps += [Step(OP, g.n, g.n, g.out_hw, op_output(name, g.out_hw, 1), 1, name, g)
+                  for name in ops]
+    if num_nodes >= 3:
+        steps.append(Step(ADD, g.n, g.n, g.out_hw, g.out_hw, cell=g))
+    steps += [Step(PROJECT, k * g.n, g.cout, g.out_hw, g.out_hw, cell=g,
+                   inputs=tuple(range(k))) for k in range(1, num_nodes + 1)]
+    return steps
 
 
 def space_blocks(config: TrainerConfig, ops: Sequence[str], num_nodes: int,
@@ -179,34 +147,20 @@ def space_blocks(config: TrainerConfig, ops: Sequence[str], num_nodes: int,
       num_classes: classifier outputs.
     """
     c, h, w = (int(s) for s in image_shape)
+    shapes = cell_shapes(config, image_shape)
+    steps = [Step(STEM, c, config.width, (h, w), (h, w))]
+    for g in shapes:
+        steps += _cell_space_steps(g, ops, num_nodes)
+    steps.append(Step(HEAD, shapes[-1].cout, int(num_classes), shapes[-1].out_hw, (1, 1)))
     found: Dict[str, Block] = {}
-
-    def add(block: Block):
+    for step in steps:
+        block = block_of(step, config.dropout)
         found.setdefault(block.key, block)
-
-    add(stem_block(c, config.width, h, w))
-    for g in cell_geometry(config, image_shape):
-        (hi, wi), (ho, wo) = g.in_hw, g.out_hw
-        add(compress_block(g.cin, g.n, hi, wi, g.where))
-        for name in ops:
-            add(op_block(name, g.n, hi, wi, g.stride, g.where))
-        if num_nodes >= 2:
-            add(bnrelu_block(g.n, ho, wo, g.where))
-            for name in ops:
-                add(op_block(name, g.n, ho, wo, 1, g.where))
-        if num_nodes >= 3:
-            add(add_block(g.n, ho, wo, g.where))
-        for k in range(1, num_nodes + 1):
-            add(project_block(k, g.n, g.cout, ho, wo, g.where))
-    last = cell_geometry(config, image_shape)[-1]
-    add(head_block(last.cout, last.out_hw[0], last.out_hw[1], num_classes, config.dropout))
     return list(found.values())
 
 
-def walk(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
-         num_classes: int, entry: Callable[[Block], Dict], input_bytes: int = 0
-         ) -> Tuple[float, Optional[float], float]:
-    """Walks the forward pass of ``arch``'s network block by block.
+class _Liveness:
+    """Sums block latencies and follows the live activation bytes along a walk.
 
     Liveness follows ``trainer.network`` exactly: the caller holds the input;
     a cell's input lives until the cell returns; all node outputs of a cell
@@ -214,6 +168,78 @@ def walk(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
     starts (or, for the last node, until the concatenation is done; with one
     free end, until the projection starts); an op's input (the BN-ReLU or
     compression output) lives while the op runs.
+    """
+
+    def __init__(self, entry: Callable[[Block], Dict], input_bytes: int):
+        self.entry = entry
+        self.total_ms = 0.0
+        self.params = 0.0
+        self.have_memory = True
+        self.peak = 0.0
+        self.live = float(input_bytes)       # the caller holds the input batch
+        self.cell_in = 0.0                   # the current cell's input
+        self.nodes = 0.0                     # outputs of this cell's nodes so far
+        self.temp = 0.0                      # the current node's sum, held by its h
+        self.pre_out = 0.0                   # the current op's input
+        self.at_node = (None, -1)            # (cell, node) of the last step
+
+    def run(self, block: Block, times: int = 1) -> Dict:
+        e = self.entry(block)
+        self.total_ms += times * float(e["latency_ms"])
+        if "peak_bytes" not in e:
+            self.have_memory = False
+        return e
+
+    def at(self, live: float, e: Dict, field: str = "peak_bytes"):
+        if self.have_memory:
+            self.peak = max(self.peak, live + float(e[field]))
+
+    def param(self, e: Dict):
+        self.params += float(e.get("param_bytes", 0.0))
+
+    def step(self, step: Step, block: Block):
+        """Accounts for one step of the forward pass."""
+        if step.cell is not None and step.cell != self.at_node[0]:
+            self.nodes = 0.0
+        if step.node >= 0 and (step.cell, step.node) != self.at_node:
+            self.temp = 0.0                  # h = x or nodes[preds[0]] frees the old sum
+            self.at_node = (step.cell, step.node)
+        if step.kind == ADD:
+            e = self.run(block, len(step.inputs) - 1)
+            for _ in step.inputs[1:]:
+                self.at(self.live + self.nodes + self.temp, e)
+                self.temp = _out(e)
+            return
+        e = self.run(block)
+        self.param(e)
+        if step.kind in (STEM, HEAD):
+            self.at(self.live, e)
+        if step.kind == STEM:
+            self.cell_in = _out(e)
+            self.live += self.cell_in
+        elif step.kind in (COMPRESS, BNRELU):
+            self.at(self.live + self.nodes + self.temp, e)
+            self.pre_out = _out(e)
+        elif step.kind == OP:
+            self.at(self.live + self.nodes + self.temp + self.pre_out, e)
+            self.nodes += _out(e)
+        elif step.kind == PROJECT:
+            if len(step.inputs) > 1:        # the sum is freed after the concatenation
+                self.at(self.live + self.nodes + self.temp, e, "concat_bytes")
+            self.at(self.live + self.nodes, e)
+            self.live += _out(e) - self.cell_in      # the cell's input is released
+            self.cell_in = _out(e)
+            self.at_node = (step.cell, -1)
+
+
+def _out(e: Dict) -> float:
+    return float(e.get("out_bytes", 0.0))
+
+
+def sum_blocks(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
+               num_classes: int, entry: Callable[[Block], Dict], input_bytes: int = 0
+               ) -> Tuple[float, Optional[float], float]:
+    """Walks the forward pass of ``arch``'s network block by block (``trainer.walk``).
 
     Args:
       entry: block -> its table entry (``latency_ms``, and for memory
@@ -224,88 +250,12 @@ def walk(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
     Returns:
       (sum of block latencies in ms, peak activation bytes above the
       parameters incl. the input or None if entries lack memory figures,
-      parameter bytes).
+      parameter bytes); liveness as ``_Liveness`` describes.
     """
-    c, h, w = (int(s) for s in image_shape)
-    total_ms = 0.0
-    params = 0.0
-    have_memory = True
-    peak = 0.0
-
-    def run(block: Block, times: int = 1) -> Dict:
-        nonlocal total_ms, have_memory
-        e = entry(block)
-        total_ms += times * float(e["latency_ms"])
-        if "peak_bytes" not in e:
-            have_memory = False
-        return e
-
-    def at(live: float, e: Dict, field: str = "peak_bytes"):
-        nonlocal peak
-        if have_memory:
-            peak = max(peak, live + float(e[field]))
-
-    def out(e: Dict) -> float:
-        return float(e.get("out_bytes", 0.0))
-
-    def param(e: Dict):
-        nonlocal params
-        params += float(e.get("param_bytes", 0.0))
-
-    live = float(input_bytes)                       # the caller holds the input batch
-    e = run(stem_block(c, config.width, h, w))
-    param(e)
-    at(live, e)
-    cell_in = out(e)
-    live += cell_in
-    for g in cell_geometry(config, image_shape):
-        cell = arch.reduction if g.reduction else arch.normal
-        (hi, wi) = g.in_hw
-        nodes = 0.0                                  # outputs of this cell's nodes so far
-        temp = 0.0                                   # the last node's sum, held by its h
-        sizes: List[Tuple[int, int]] = []
-        for j, name in enumerate(cell.ops):
-            preds = cell.predecessors(j)
-            if preds:
-                hj, wj = sizes[preds[0]]
-                temp = 0.0                           # h = nodes[preds[0]] frees the old sum
-                if len(preds) > 1:
-                    e = run(add_block(g.n, hj, wj, g.where), len(preds) - 1)
-                    for _ in preds[1:]:
-                        at(live + nodes + temp, e)
-                        temp = out(e)
-                e = run(bnrelu_block(g.n, hj, wj, g.where))
-                param(e)
-                at(live + nodes + temp, e)
-                pre_out = out(e)
-                e = run(op_block(name, g.n, hj, wj, 1, g.where))
-                size = op_output(name, hj, wj, 1)
-            else:
-                temp = 0.0                           # h = x frees the old sum
-                e = run(compress_block(g.cin, g.n, hi, wi, g.where))
-                param(e)
-                at(live + nodes, e)
-                pre_out = out(e)
-                e = run(op_block(name, g.n, hi, wi, g.stride, g.where))
-                size = op_output(name, hi, wi, g.stride)
-            param(e)
-            at(live + nodes + temp + pre_out, e)
-            nodes += out(e)
-            sizes.append(size)
-        k = len(cell.output_nodes())
-        ho, wo = sizes[0]
-        e = run(project_block(k, g.n, g.cout, ho, wo, g.where))
-        param(e)
-        if k > 1:
-            at(live + nodes + temp, e, "concat_bytes")   # the sum is freed after the concat
-        at(live + nodes, e)
-        live += out(e) - cell_in                     # the cell's input is released
-        cell_in = out(e)
-        h, w = ho, wo
-    e = run(head_block(g.cout, h, w, num_classes, config.dropout))
-    param(e)
-    at(live, e)
-    return total_ms, (peak if have_memory else None), params
+    state = _Liveness(entry, input_bytes)
+    for step in walk(arch, config, image_shape, num_classes):
+        state.step(step, block_of(step, config.dropout))
+    return state.total_ms, (state.peak if state.have_memory else None), state.params
 
 
 def _one_line(text) -> str:
@@ -439,7 +389,13 @@ class LatencyTable:
     def block_sum(self, arch: Architecture, config: TrainerConfig,
                   image_shape: Sequence[int], num_classes: int) -> float:
         """Sum of the block latencies (ms) of ``arch``'s network, before calibration."""
-        return walk(arch, config, image_shape, num_classes, self.entry)[0]
+        return sum_blocks(arch, config, image_shape, num_classes, self.entry)[0]
+
+    def walk(self, arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
+             num_classes: int) -> Tuple[float, Optional[float], float]:
+        """``sum_blocks`` of ``arch`` over this table's entries and input bytes."""
+        return sum_blocks(arch, config, image_shape, num_classes, self.entry,
+                          int(self.memory.get("input_bytes", 0)))
 
     def predict(self, arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
                 num_classes: int) -> Dict:
@@ -462,15 +418,13 @@ class LatencyTable:
           MissingEntry: a block of this network is not in the table.
         """
         self.check_settings(config, image_shape, num_classes)
-        blocks_ms, peak, param_bytes = walk(arch, config, image_shape, num_classes,
-                                            self.entry, int(self.memory.get("input_bytes", 0)))
+        blocks_ms, peak, param_bytes = self.walk(arch, config, image_shape, num_classes)
         latency = float(self.calibration["scale"]) * blocks_ms + float(
             self.calibration["offset_ms"])
         if peak is not None and self.memory.get("source"):
             memory_mb = (param_bytes + peak) / MIB
             memory_source = "table:%s" % self.memory["source"]
         else:
-            from trainer.metrics import count, memory_estimate_mb
             memory_mb = memory_estimate_mb(count(arch, config, image_shape, num_classes),
                                            config.latency_batch)
             memory_source = "estimate"

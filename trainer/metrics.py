@@ -28,26 +28,20 @@ Definitions (docs/trainer.md has the long form):
   one cell's input, node outputs and output for the batch, float32).
 """
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS
+from trainer import walk
 
 MIB = float(1 << 20)
 
 
-def _conv_out(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
-    """Output length of a 'same'-padded conv/pool (padding (k_eff - 1) // 2 each side)."""
-    k_eff = dilation * (kernel - 1) + 1
-    pad = (k_eff - 1) // 2
-    return (size + 2 * pad - k_eff) // stride + 1
-
-
 class _Counter:
-    """Accumulates params (total and trainable), MACs and activation sizes."""
+    """Accumulates params (total and trainable) and MACs."""
 
     def __init__(self):
         self.params = 0
@@ -68,25 +62,42 @@ class _Counter:
         self.trainable += fin * fout + fout
         self.flops += fin * fout
 
+    def op(self, step: walk.Step):
+        """Counts an op step (pools have neither parameters nor FLOPs)."""
+        spec = OPS[step.op]
+        kh, kw = spec.kernel
+        n, (h, w), (ho, wo) = step.cin, step.in_hw, step.out_hw
+        if spec.kind == "conv":
+            self.conv(n, n, kh, kw, ho, wo)
+        elif spec.kind == "sep":
+            self.conv(n, n, 1, kw, h, wo)          # 1 x k, stride (1, s): h x wo
+            self.conv(n, n, kh, 1, ho, wo)         # k x 1, stride (s, 1)
+        elif spec.kind not in ("maxpool", "avgpool"):
+            raise ValueError("op %r has kind %r, which metrics cannot count"
+                             % (step.op, spec.kind))
 
-def _op(counter: _Counter, name: str, n: int, h: int, w: int, stride: int) -> Tuple[int, int]:
-    """Counts op ``name`` at n channels on an h x w input; returns the output size."""
-    spec = OPS[name]
-    kh, kw = spec.kernel
-    if spec.kind == "conv":
-        ho = _conv_out(h, kh, stride, spec.dilation)
-        wo = _conv_out(w, kw, stride, spec.dilation)
-        counter.conv(n, n, kh, kw, ho, wo)
-        return ho, wo
-    if spec.kind == "sep":
-        wo = _conv_out(w, kw, stride)
-        counter.conv(n, n, 1, kw, h, wo)          # 1 x k, stride (1, s)
-        ho = _conv_out(h, kh, stride)
-        counter.conv(n, n, kh, 1, ho, wo)         # k x 1, stride (s, 1)
-        return ho, wo
-    if spec.kind in ("maxpool", "avgpool"):
-        return _conv_out(h, kh, stride), _conv_out(w, kw, stride)
-    raise ValueError("op %r has kind %r, which metrics cannot count" % (name, spec.kind))
+    def step(self, step: walk.Step):
+        """Counts the layers of one step of ``trainer.walk.walk``."""
+        kind, (h, w) = step.kind, step.out_hw
+        if kind == walk.STEM:
+            self.conv(step.cin, step.cout, 3, 3, h, w)
+        elif kind == walk.COMPRESS:
+            self.bn(step.cin)
+            self.conv(step.cin, step.cout, 1, 1, h, w)
+            self.bn(step.cout)
+        elif kind == walk.BNRELU:
+            self.bn(step.cout)
+        elif kind == walk.OP:
+            self.op(step)
+        elif kind == walk.PROJECT:
+            self.conv(step.cin, step.cout, 1, 1, h, w)
+        elif kind == walk.HEAD:
+            self.bn(step.cin)
+            self.fc(step.cin, step.cout)
+
+
+def _elements(channels: int, hw: Tuple[int, int]) -> int:
+    return channels * hw[0] * hw[1]
 
 
 def count(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
@@ -105,36 +116,19 @@ def count(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
       a cell's input, node outputs and output, per image; used by the memory
       estimate).
     """
-    from trainer.network import cell_plan, node_channels  # pure Python helpers
-    c_in, h, w = (int(s) for s in image_shape)
     k = _Counter()
-    k.conv(c_in, config.width, 3, 3, h, w)                 # stem
-    peak_act = c_in * h * w + config.width * h * w
-    for reduction, cin, cout in cell_plan(config):
-        cell = arch.reduction if reduction else arch.normal
-        n = node_channels(cout, config.ratio)
-        stride = 2 if reduction else 1
-        act = cin * h * w
-        sizes: List[Tuple[int, int]] = []
-        for j, name in enumerate(cell.ops):
-            if cell.predecessors(j):
-                hj, wj = sizes[cell.predecessors(j)[0]]
-                k.bn(n)
-                out = _op(k, name, n, hj, wj, 1)
-            else:
-                k.bn(cin)
-                k.conv(cin, n, 1, 1, h, w)                 # 1x1 compression
-                k.bn(n)
-                out = _op(k, name, n, h, w, stride)
-            sizes.append(out)
-            act += n * out[0] * out[1]
-        h, w = sizes[0]
-        k.conv(len(cell.output_nodes()) * n, cout, 1, 1, h, w)   # 1x1 projection
-        act += cout * h * w
-        peak_act = max(peak_act, act)
-    channels = cell_plan(config)[-1][2]
-    k.bn(channels)
-    k.fc(channels, num_classes)
+    peak_act = act = 0
+    cell = None
+    for step in walk.walk(arch, config, image_shape, num_classes):
+        k.step(step)
+        if step.kind == walk.STEM:
+            peak_act = _elements(step.cin, step.in_hw) + _elements(step.cout, step.out_hw)
+        if step.cell is not None and step.cell != cell:
+            cell, act = step.cell, _elements(step.cell.cin, step.cell.in_hw)  # cell input
+        if step.kind in (walk.OP, walk.PROJECT):
+            act += _elements(step.cout, step.out_hw)
+        if step.kind == walk.PROJECT:
+            peak_act = max(peak_act, act)
     return {"params": k.params, "trainable_params": k.trainable, "flops": k.flops,
             "activation_elements": peak_act}
 
@@ -175,7 +169,8 @@ def flops_by_hooks(model, image_shape: Sequence[int]) -> int:
     return total[0]
 
 
-def _sync(paddle):
+def sync(paddle):
+    """Waits for the current GPU's queued work (nothing to do on CPU)."""
     if paddle.device.get_device().startswith("gpu"):
         paddle.device.synchronize()
 
@@ -189,28 +184,31 @@ def measure_latency(model, image_shape: Sequence[int], batch: int = 1, repeats: 
     times = []
     with paddle.no_grad():
         for i in range(warmup + repeats):
-            _sync(paddle)
+            sync(paddle)
             t = time.perf_counter()
             model(x)
-            _sync(paddle)
+            sync(paddle)
             if i >= warmup:
                 times.append((time.perf_counter() - t) * 1e3)
     return float(np.median(times)), float(np.percentile(times, 90))
 
 
-class _AllocatorStats:
-    """Paddle allocator statistics of the current device, or None if unavailable."""
+class AllocatorStats:
+    """Paddle allocator statistics of the current device (``allocator_stats`` makes one).
+
+    Raises:
+      AttributeError: this Paddle build lacks the host allocator statistics.
+    """
 
     def __init__(self, paddle):
         self.paddle = paddle
         self.gpu = paddle.device.get_device().startswith("gpu")
         self.source = "paddle_gpu_allocator" if self.gpu else "paddle_host_allocator"
         if not self.gpu:
-            from paddle.base import core
-            self.core = core
+            self.core = paddle.base.core
             for fn in ("host_memory_stat_current_value", "host_memory_stat_peak_value",
                        "host_memory_stat_reset_peak_value"):
-                if not hasattr(core, fn):
+                if not hasattr(self.core, fn):
                     raise AttributeError("paddle.base.core.%s is missing" % fn)
 
     def current(self) -> int:
@@ -230,18 +228,27 @@ class _AllocatorStats:
         return int(self.core.host_memory_stat_peak_value("Allocated", 0))
 
 
+def allocator_stats(paddle) -> Optional[AllocatorStats]:
+    """The current device's allocator statistics, or None if this Paddle has none."""
+    try:
+        return AllocatorStats(paddle)
+    except AttributeError:
+        return None
+
+
 def memory_estimate_mb(counts: Dict[str, float], batch: int) -> float:
     """Parameter bytes + batch x the largest cell's activations, float32, in MiB."""
     return 4.0 * (counts["params"] + batch * counts["activation_elements"]) / MIB
 
 
 def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
-                     num_classes: int) -> Dict[str, float]:
+                     num_classes: int, *, seed: int = 0) -> Dict[str, float]:
     """All hardware metrics of an untrained network, in about a second.
 
-    Builds the network on the current Paddle device with its own seed (the
-    global Paddle random state is restored afterwards), measures peak memory
-    of one forward pass, then latency.
+    Builds the network on the current Paddle device with weights drawn from
+    ``seed`` (the global Paddle random state is restored afterwards; latency
+    and memory do not depend on the weights), measures peak memory of one
+    forward pass, then latency.
 
     Returns:
       dict: params, trainable_params, flops (ints), latency_ms,
@@ -253,24 +260,21 @@ def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Seq
     counts = count(arch, config, image_shape, num_classes)
     batch = config.latency_batch
     shape = [batch] + [int(s) for s in image_shape]
-    try:
-        stats = _AllocatorStats(paddle)
-    except (AttributeError, ImportError):
-        stats = None
+    stats = allocator_stats(paddle)
     rng_state = paddle.get_rng_state()
     try:
-        paddle.seed(config.seed)
+        paddle.seed(seed)
         before = stats.current() if stats is not None else 0
         model = build_network(arch, config, image_shape, num_classes)
         model.eval()
         x = paddle.randn(shape, "float32")
         with paddle.no_grad():
             model(x)                       # first pass: lazy kernel set-up
-            _sync(paddle)
+            sync(paddle)
             if stats is not None:
                 stats.reset_peak()
             model(x)
-            _sync(paddle)
+            sync(paddle)
         if stats is not None:
             memory_mb = (stats.peak() - before) / MIB
             source = stats.source

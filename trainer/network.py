@@ -28,30 +28,25 @@ padding ((k - 1) dilation / 2 on each side; all kernels are odd), so a node's
 output is H x W, or ceil(H / 2) x ceil(W / 2) after a stride-2 source node,
 for odd and even H, W alike. Convs have no bias (a BN follows every sum).
 
-Layers are built from ``autodl_design.ops.OPS`` specs by one builder per
+The layers are built step by step from ``trainer.walk.walk`` (the walk that
+``trainer.metrics.count`` and ``trainer.latency_table`` follow too); an op's
+layer from its ``autodl_design.ops.OPS`` spec by one builder per
 ``OpSpec.kind``; the registry's keys are the only op names.
 """
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from autodl_design.backend import paddle
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS, OpSpec
+from trainer.walk import (BNRELU, COMPRESS, HEAD, OP, PROJECT, STEM, CellShape, Step,
+                          cell_shapes, cell_steps, same_padding, walk)
 
 nn = paddle.nn
 
 
-def same_padding(kernel: int, dilation: int = 1) -> int:
-    """Symmetric padding that keeps H x W at stride 1 (odd effective kernel)."""
-    return (dilation * (kernel - 1)) // 2
-
-
-def node_channels(out_channels: int, ratio: int) -> int:
-    """Channels of every node of a cell with ``out_channels`` output channels."""
-    return max(1, out_channels // ratio)
-
-
-def _conv(cin: int, cout: int, kernel: Tuple[int, int], stride=1, dilation: int = 1):
+def conv(cin: int, cout: int, kernel: Tuple[int, int], stride=1, dilation: int = 1) -> nn.Layer:
+    """A bias-free 'same'-padded Conv2D [N, cin, H, W] -> [N, cout, H', W']."""
     kh, kw = kernel
     return nn.Conv2D(cin, cout, kernel, stride=stride,
                      padding=(same_padding(kh, dilation), same_padding(kw, dilation)),
@@ -59,14 +54,14 @@ def _conv(cin: int, cout: int, kernel: Tuple[int, int], stride=1, dilation: int 
 
 
 def _build_conv(spec: OpSpec, channels: int, stride: int) -> nn.Layer:
-    return _conv(channels, channels, spec.kernel, stride, spec.dilation)
+    return conv(channels, channels, spec.kernel, stride, spec.dilation)
 
 
 def _build_sep(spec: OpSpec, channels: int, stride: int) -> nn.Layer:
     kh, kw = spec.kernel
     # 1 x kw (strides the width) then kh x 1 (strides the height).
-    return nn.Sequential(_conv(channels, channels, (1, kw), (1, stride)),
-                         _conv(channels, channels, (kh, 1), (stride, 1)))
+    return nn.Sequential(conv(channels, channels, (1, kw), (1, stride)),
+                         conv(channels, channels, (kh, 1), (stride, 1)))
 
 
 def _build_maxpool(spec: OpSpec, channels: int, stride: int) -> nn.Layer:
@@ -112,36 +107,74 @@ def _bn_relu(channels: int) -> List[nn.Layer]:
     return [nn.BatchNorm2D(channels), nn.ReLU()]
 
 
-class CellLayer(nn.Layer):
-    """One cell applied to a [N, in_channels, H, W] tensor.
+def layer_of(step: Step) -> nn.Layer:
+    """The Paddle layer of a stem, compress, bnrelu, op or project step.
 
-    Output: [N, out_channels, H', W'] with H' = H (normal) or ceil(H / 2)
-    (reduction).
+    [N, step.cin, H, W] -> [N, step.cout, H', W'] (a ``PROJECT`` layer takes
+    the free ends already concatenated).
+
+    Raises:
+      ValueError: an add or head step (no single layer; see ``head_layers``).
+    """
+    if step.kind == STEM:
+        return conv(step.cin, step.cout, (3, 3))
+    if step.kind == COMPRESS:
+        return nn.Sequential(*_bn_relu(step.cin), conv(step.cin, step.cout, (1, 1)),
+                             *_bn_relu(step.cout))
+    if step.kind == BNRELU:
+        return nn.Sequential(*_bn_relu(step.cout))
+    if step.kind == OP:
+        return build_op(step.op, step.cout, step.stride)
+    if step.kind == PROJECT:
+        return conv(step.cin, step.cout, (1, 1))
+    raise ValueError("a %s step has no single layer" % step.kind)
+
+
+def head_layers(step: Step, dropout: float) -> Tuple[nn.Layer, nn.Layer, nn.Layer,
+                                                     Optional[nn.Layer], nn.Layer]:
+    """(BN, ReLU, global average pool, dropout or None, fully connected) of a head step."""
+    if step.kind != HEAD:
+        raise ValueError("head_layers needs a head step, got %s" % step.kind)
+    return (nn.BatchNorm2D(step.cin), nn.ReLU(), nn.AdaptiveAvgPool2D(1),
+            nn.Dropout(dropout) if dropout > 0 else None, nn.Linear(step.cin, step.cout))
+
+
+def head_forward(bn, relu, pool, dropout, fc, x):
+    """[N, C, H, W] -> [N, num_classes] logits through ``head_layers``."""
+    h = paddle.flatten(pool(relu(bn(x))), 1)
+    if dropout is not None:
+        h = dropout(h)
+    return fc(h)
+
+
+class CellLayer(nn.Layer):
+    """One cell applied to a [N, shape.cin, H, W] tensor.
+
+    Output: [N, shape.cout, H', W'] with H' = H (normal) or ceil(H / 2)
+    (reduction). Layers come from ``trainer.walk.cell_steps(cell, shape)``.
     """
 
-    def __init__(self, cell: Cell, in_channels: int, out_channels: int, reduction: bool,
-                 ratio: int):
+    def __init__(self, cell: Cell, shape: CellShape):
         super().__init__()
         self.cell = cell
-        self.reduction = reduction
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        n = node_channels(out_channels, ratio)
-        self.node_channels = n
-        self.preds: List[List[int]] = [cell.predecessors(j) for j in range(cell.num_nodes)]
-        self.outputs: List[int] = cell.output_nodes()
-        pre, ops = [], []
-        for j, name in enumerate(cell.ops):
-            if self.preds[j]:
-                pre.append(nn.Sequential(*_bn_relu(n)))
-                ops.append(build_op(name, n, 1))
-            else:
-                pre.append(nn.Sequential(*_bn_relu(in_channels),
-                                         _conv(in_channels, n, (1, 1)), *_bn_relu(n)))
-                ops.append(build_op(name, n, 2 if reduction else 1))
+        self.reduction = shape.reduction
+        self.in_channels = shape.cin
+        self.out_channels = shape.cout
+        self.node_channels = shape.n
+        self.preds: List[List[int]] = [[] for _ in cell.ops]
+        pre, ops, project = [], [], None
+        for step in cell_steps(cell, shape):
+            if step.kind in (COMPRESS, BNRELU):
+                pre.append(layer_of(step))
+            elif step.kind == OP:
+                self.preds[step.node] = list(step.inputs)
+                ops.append(layer_of(step))
+            elif step.kind == PROJECT:
+                self.outputs: List[int] = list(step.inputs)
+                project = layer_of(step)
         self.pre = nn.LayerList(pre)
         self.ops = nn.LayerList(ops)
-        self.project = _conv(len(self.outputs) * n, out_channels, (1, 1))
+        self.project = project
 
     def forward(self, x):
         nodes = []
@@ -159,18 +192,6 @@ class CellLayer(nn.Layer):
         return self.project(h)
 
 
-def cell_plan(config: TrainerConfig) -> List[Tuple[bool, int, int]]:
-    """The cells in order as (reduction, in_channels, out_channels)."""
-    plan, channels = [], config.width
-    for stage in range(config.num_stages):
-        for c in range(config.num_cells):
-            reduction = stage > 0 and c == 0
-            out = channels * 2 if reduction else channels
-            plan.append((reduction, channels, out))
-            channels = out
-    return plan
-
-
 class Network(nn.Layer):
     """The whole classifier: [N, C, H, W] float32 -> [N, num_classes] logits."""
 
@@ -185,28 +206,18 @@ class Network(nn.Layer):
                                  % (name, getattr(config, name)))
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_classes = int(num_classes)
-        self.stem = _conv(self.image_shape[0], config.width, (3, 3))
-        cells = []
-        for reduction, cin, cout in cell_plan(config):
-            cells.append(CellLayer(arch.reduction if reduction else arch.normal, cin, cout,
-                                   reduction, config.ratio))
-        self.cells = nn.LayerList(cells)
-        channels = cells[-1].out_channels
-        self.head_bn = nn.BatchNorm2D(channels)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2D(1)
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
-        self.fc = nn.Linear(channels, self.num_classes)
+        steps = list(walk(arch, config, self.image_shape, self.num_classes))
+        self.stem = layer_of(steps[0])
+        self.cells = nn.LayerList([CellLayer(arch.reduction if s.reduction else arch.normal, s)
+                                   for s in cell_shapes(config, self.image_shape)])
+        self.head_bn, self.relu, self.pool, self.dropout, self.fc = head_layers(
+            steps[-1], config.dropout)
 
     def forward(self, x):
         h = self.stem(x)
         for cell in self.cells:
             h = cell(h)
-        h = self.pool(self.relu(self.head_bn(h)))
-        h = paddle.flatten(h, 1)
-        if self.dropout is not None:
-            h = self.dropout(h)
-        return self.fc(h)
+        return head_forward(self.head_bn, self.relu, self.pool, self.dropout, self.fc, h)
 
 
 def build_network(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
@@ -215,18 +226,19 @@ def build_network(arch: Architecture, config: TrainerConfig, image_shape: Sequen
     return Network(arch, config, image_shape, num_classes)
 
 
-def summary(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int]) -> str:
+def summary(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
+            num_classes: int) -> str:
     """A readable outline: stem, each cell's kind, channels and spatial size, head."""
-    c, h, w = (int(s) for s in image_shape)
-    lines = ["input        %3d x %3d x %-3d" % (c, h, w),
-             "stem 3x3     %3d x %3d x %-3d" % (config.width, h, w)]
-    for k, (reduction, cin, cout) in enumerate(cell_plan(config)):
-        if reduction:
-            h, w = (h + 1) // 2, (w + 1) // 2
-        cell = arch.reduction if reduction else arch.normal
-        lines.append("cell %-2d %-9s %3d x %3d x %-3d (nodes at %d channels, %d concatenated)"
-                     % (k, "reduction" if reduction else "normal", cout, h, w,
-                        node_channels(cout, config.ratio), len(cell.output_nodes())))
+    lines = []
+    for step in walk(arch, config, image_shape, num_classes):
+        if step.kind == STEM:
+            lines.append("input        %3d x %3d x %-3d" % ((step.cin,) + step.in_hw))
+            lines.append("stem 3x3     %3d x %3d x %-3d" % ((step.cout,) + step.out_hw))
+        elif step.kind == PROJECT:
+            g = step.cell
+            lines.append("cell %-2d %-9s %3d x %3d x %-3d (nodes at %d channels, %d "
+                         "concatenated)" % ((g.index, "reduction" if g.reduction else "normal",
+                                             g.cout) + g.out_hw + (g.n, len(step.inputs))))
     lines.append("head: BN-ReLU, global average pool, dropout %.2f, fully connected"
                  % config.dropout)
     return "\n".join(lines)

@@ -5,15 +5,17 @@ AutoDL Design: SGD with Nesterov momentum, a cosine learning rate from
 ``lr_max`` to ``lr_min`` over all steps, L2 weight decay, ``early_stop``
 epochs over the training chunk. Validation accuracy (the reward) is measured
 on the validation chunk, test accuracy on the held-out split. A candidate
-whose loss becomes NaN/inf, or whose training raises, is reported as
-``status: 'failed'`` with the reason; the caller never sees an exception
-(except one raised by its own ``on_epoch`` callback).
+whose loss becomes NaN/inf, or whose own Paddle ops raise (out of memory
+included), is reported as ``status: 'failed'`` with the reason; any other
+exception (the caller's ``on_epoch``, a bug of the code around the candidate)
+propagates with its traceback.
 
 Data is duck-typed: any object with ``train_images``/``val_images``/
 ``test_images`` (float32 [N, C, H, W], normalised), ``train_labels``/
 ``val_labels``/``test_labels`` (int64 [N]) and ``augment`` (bool; if true,
 ``trainer.data.augment_batch`` is applied to every training batch).
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,15 +41,36 @@ class Diverged(Exception):
     """The loss or the network's outputs became NaN or infinite."""
 
 
-def effective_seed(config: TrainerConfig, seed: Optional[int] = None) -> int:
-    """The seed of one evaluation: ``config.seed``, mixed with ``seed`` if given.
+class CandidateError(Exception):
+    """The candidate's own Paddle ops raised (its forward, backward or optimizer step).
 
-    Distinct (config.seed, seed) pairs give distinct streams (SeedSequence).
+    ``str`` of it is the one-line reason of the failed record; ``__cause__``
+    is the Paddle error.
     """
-    if seed is None:
-        return int(config.seed)
-    return int(np.random.SeedSequence([int(config.seed), int(seed)]).generate_state(1)[0]
-               & 0x7FFFFFFF)
+
+
+# What Paddle raises from its ops: its C++ errors are translated to these
+# builtins (InvalidArgument -> ValueError, OutOfRange -> IndexError,
+# ResourceExhausted -> MemoryError, Unimplemented -> NotImplementedError,
+# External -> OSError, Fatal -> SystemError, the rest RuntimeError) or come as
+# ``EnforceNotMet``; its Python checks raise ValueError. Others (TypeError,
+# AttributeError, KeyError, NameError, ...) are bugs of our code and propagate.
+PADDLE_ERRORS = (ValueError, IndexError, RuntimeError, MemoryError, NotImplementedError,
+                 OSError, SystemError, paddle.base.core.EnforceNotMet)
+
+
+@contextlib.contextmanager
+def candidate_ops():
+    """Turns an error of the Paddle ops run inside into ``CandidateError``.
+
+    Wraps only code that runs the candidate's network: building it, its
+    forward/loss, backward and optimizer step, its evaluation. An out of
+    memory error (MemoryError, Paddle's ResourceExhausted) is one of these.
+    """
+    try:
+        yield
+    except PADDLE_ERRORS as e:
+        raise CandidateError(_one_line("%s: %s" % (type(e).__name__, e))) from e
 
 
 def cosine_lr(step: int, total_steps: int, lr_max: float, lr_min: float) -> float:
@@ -75,56 +98,48 @@ def accuracy(model: Network, images: np.ndarray, labels: np.ndarray) -> float:
 
     Raises:
       Diverged: the network outputs NaN or inf.
+      CandidateError: the network's forward pass raised a Paddle error.
     """
     if len(images) == 0:
         return 0.0
-    logits = predict(model, images)
+    with candidate_ops():
+        logits = predict(model, images)
     if not np.all(np.isfinite(logits)):
         raise Diverged("network outputs are NaN/inf on evaluation")
     return float(np.mean(np.argmax(logits, axis=1) == np.asarray(labels).reshape(-1)))
 
 
-def fit(arch: Architecture, config: TrainerConfig, data, *, seed: Optional[int] = None,
+def _fresh_result(result: Dict[str, Any]):
+    result.update(val_accuracy=0.0, test_accuracy=0.0, train_loss=float("nan"), epochs=0,
+                  stopped_early=False, val_history=[])
+
+
+def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
         on_epoch: Optional[Callable[[int, float], bool]] = None,
-        static_graph: Optional[bool] = None) -> Tuple[Dict[str, Any], Optional[Network]]:
+        static_graph: bool = False) -> Tuple[Dict[str, Any], Optional[Network]]:
     """``train_and_evaluate`` that also returns the trained model (None if failed).
 
     Used by ``python -m trainer`` to export the model; see
     ``train_and_evaluate`` for the arguments and the result.
     """
     start = time.perf_counter()
-    used_seed = effective_seed(config, seed)
-    if static_graph is None:
-        static_graph = bool(getattr(config, "static_graph", False))
-    result: Dict[str, Any] = {"status": "ok", "reason": "", "seed": used_seed,
-                              "static_graph": static_graph}
+    result: Dict[str, Any] = {"status": "ok", "reason": "", "seed": int(seed),
+                              "static_graph": bool(static_graph)}
     model, train_seconds, train_images = None, 0.0, 0
     while True:
-        result.update(val_accuracy=0.0, test_accuracy=0.0, train_loss=float("nan"), epochs=0,
-                      stopped_early=False, val_history=[])
+        _fresh_result(result)
         try:
-            with warnings.catch_warnings():
-                # Paddle warns on every BatchNorm forward in training mode.
-                warnings.filterwarnings("ignore", message="When training, we now always track")
-                warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
-                model, train_seconds, train_images = _train(
-                    arch, config, data, used_seed, on_epoch, result, result["static_graph"])
-                # the last epoch's validation (when on_epoch asked for it) is the final one
-                result["val_accuracy"] = (result["val_history"][-1] if result["val_history"]
-                                          else accuracy(model, data.val_images, data.val_labels))
-                result["test_accuracy"] = accuracy(model, data.test_images, data.test_labels)
+            model, train_seconds, train_images = _train_and_measure(arch, config, data, on_epoch,
+                                                                    result)
         except Diverged as e:
             result.update(status="failed", reason=str(e), val_accuracy=0.0, test_accuracy=0.0)
             model = None
-        except _CallbackError as e:
-            raise e.__cause__ from None
-        except Exception as e:  # a training error is the candidate's failure, not the caller's
-            reason = _one_line("%s: %s" % (type(e).__name__, e))
+        except CandidateError as e:
             if result["static_graph"] and result["epochs"] == 0:
                 # to_static could not convert or run this network: train it in dygraph.
-                result.update(static_graph=False, static_graph_error=reason)
+                result.update(static_graph=False, static_graph_error=str(e))
                 continue
-            result.update(status="failed", reason=reason, val_accuracy=0.0, test_accuracy=0.0)
+            result.update(status="failed", reason=str(e), val_accuracy=0.0, test_accuracy=0.0)
             model = None
         break
     result["seconds"] = time.perf_counter() - start
@@ -132,78 +147,120 @@ def fit(arch: Architecture, config: TrainerConfig, data, *, seed: Optional[int] 
     return result, model
 
 
+def _train_and_measure(arch: Architecture, config: TrainerConfig, data, on_epoch,
+                       result: Dict[str, Any]) -> Tuple[Network, float, int]:
+    """Trains, then fills the final validation and test accuracy into ``result``."""
+    with warnings.catch_warnings():
+        # Paddle warns on every BatchNorm forward in training mode.
+        warnings.filterwarnings("ignore", message="When training, we now always track")
+        warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
+        model, train_seconds, train_images = _train(arch, config, data, on_epoch, result)
+        # the last epoch's validation (when on_epoch asked for it) is the final one
+        result["val_accuracy"] = (result["val_history"][-1] if result["val_history"]
+                                  else accuracy(model, data.val_images, data.val_labels))
+        result["test_accuracy"] = accuracy(model, data.test_images, data.test_labels)
+    return model, train_seconds, train_images
+
+
 def _one_line(text: str, limit: int = 600) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-class _CallbackError(Exception):
-    """Wraps an exception raised by the caller's ``on_epoch`` (re-raised as is)."""
-
-
-def _train(arch: Architecture, config: TrainerConfig, data, seed: int, on_epoch,
-           result: Dict[str, Any], static_graph: bool) -> Tuple[Network, float, int]:
-    paddle.seed(seed)
-    rng = np.random.default_rng(seed)
-    images, labels = data.train_images, np.asarray(data.train_labels, np.int64).reshape(-1)
-    if len(images) == 0:
+def _check_data(data):
+    """Raises ValueError for an empty training split, Diverged for NaN/inf images."""
+    if len(data.train_images) == 0:
         raise ValueError("the training split is empty")
     for split in ("train", "val", "test"):
         x = getattr(data, split + "_images")
         if len(x) and not np.all(np.isfinite(x)):
             raise Diverged("the %s images contain NaN or inf values" % split)
-    augment = bool(getattr(data, "augment", False))
-    if augment:
-        from trainer.data import augment_batch
-    model = build_network(arch, config, images.shape[1:], _num_classes(data))
-    if static_graph:
-        # No input_spec: a program per (mode, batch shape) is compiled on first use
-        # (a dynamic batch dimension made the programs ~30% slower on CPU).
-        model = paddle.jit.to_static(model, full_graph=True)
-    params = [p for p in model.parameters() if not p.stop_gradient]
-    optimizer = paddle.optimizer.Momentum(
-        learning_rate=config.lr_max, momentum=config.momentum, parameters=params,
-        use_nesterov=True, weight_decay=paddle.regularizer.L2Decay(config.weight_decay))
+
+
+def _build(arch: Architecture, config: TrainerConfig, data, static_graph: bool):
+    """(model, optimizer) of the candidate on the current device."""
+    with candidate_ops():
+        model = build_network(arch, config, data.train_images.shape[1:], _num_classes(data))
+        if static_graph:
+            # No input_spec: a program per (mode, batch shape) is compiled on first use
+            # (a dynamic batch dimension made the programs ~30% slower on CPU).
+            model = paddle.jit.to_static(model, full_graph=True)
+        params = [p for p in model.parameters() if not p.stop_gradient]
+        optimizer = paddle.optimizer.Momentum(
+            learning_rate=config.lr_max, momentum=config.momentum, parameters=params,
+            use_nesterov=True, weight_decay=paddle.regularizer.L2Decay(config.weight_decay))
+    return model, optimizer
+
+
+def _step(model: Network, optimizer, x: np.ndarray, y: np.ndarray, lr: float,
+          where: str) -> float:
+    """One SGD step of the candidate on images ``x`` [B, C, H, W], labels ``y`` [B]; the loss.
+
+    Raises:
+      Diverged: the loss is NaN/inf (``where`` says when).
+      CandidateError: a Paddle op of the step raised.
+    """
+    with candidate_ops():
+        optimizer.set_lr(lr)
+        logits = model(paddle.to_tensor(np.ascontiguousarray(x, np.float32)))
+        loss = paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(y))
+        value = float(loss)
+        if not math.isfinite(value):
+            raise Diverged("loss is %s at %s (lr %.3g)" % (value, where, optimizer.get_lr()))
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    return value
+
+
+def _epoch(model: Network, optimizer, config: TrainerConfig, data, rng: np.random.Generator,
+           epoch: int, step: int) -> Tuple[float, int, int]:
+    """One epoch over the training split; (mean loss, steps done in total, images seen)."""
+    images, labels = data.train_images, np.asarray(data.train_labels, np.int64).reshape(-1)
     batch = max(1, int(config.train_batch_size))
     steps_per_epoch = -(-len(images) // batch)
     total_steps = steps_per_epoch * config.early_stop
+    augment = bool(getattr(data, "augment", False))
+    if augment:
+        from trainer.data import augment_batch
+    model.train()
+    order = rng.permutation(len(images))
+    loss_sum, seen = 0.0, 0
+    for b in range(steps_per_epoch):
+        idx = order[b * batch:(b + 1) * batch]
+        x = augment_batch(images[idx], rng) if augment else images[idx]
+        lr = cosine_lr(step, total_steps, config.lr_max, config.lr_min)
+        value = _step(model, optimizer, x, labels[idx], lr, "epoch %d step %d" % (epoch, b + 1))
+        loss_sum += value * len(idx)
+        step += 1
+        seen += len(idx)
+    return loss_sum / len(images), step, seen
+
+
+def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
+           result: Dict[str, Any]) -> Tuple[Network, float, int]:
+    """Trains ``early_stop`` epochs (fewer if ``on_epoch`` says stop); (model, seconds, images)."""
+    seed = result["seed"]
+    paddle.seed(seed)
+    rng = np.random.default_rng(seed)
+    _check_data(data)
+    model, optimizer = _build(arch, config, data, result["static_graph"])
     step, train_seconds, seen = 0, 0.0, 0
     for epoch in range(1, config.early_stop + 1):
-        model.train()
-        order = rng.permutation(len(images))
         t0 = time.perf_counter()
-        loss_sum = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * batch:(b + 1) * batch]
-            x = images[idx]
-            if augment:
-                x = augment_batch(x, rng)
-            optimizer.set_lr(cosine_lr(step, total_steps, config.lr_max, config.lr_min))
-            logits = model(paddle.to_tensor(np.ascontiguousarray(x, np.float32)))
-            loss = paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(labels[idx]))
-            value = float(loss)
-            if not math.isfinite(value):
-                raise Diverged("loss is %s at epoch %d step %d (lr %.3g)"
-                               % (value, epoch, b + 1, optimizer.get_lr()))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            loss_sum += value * len(idx)
-            step += 1
-            seen += len(idx)
+        loss, step, images = _epoch(model, optimizer, config, data, rng, epoch, step)
         train_seconds += time.perf_counter() - t0
-        bad = _non_finite_parameter(model)
+        seen += images
+        with candidate_ops():
+            bad = _non_finite_parameter(model)
         if bad:
             raise Diverged("parameter %s became NaN/inf in epoch %d" % (bad, epoch))
         result["epochs"] = epoch
-        result["train_loss"] = loss_sum / len(images)
+        result["train_loss"] = loss
         if on_epoch is not None:
             val = accuracy(model, data.val_images, data.val_labels)
             result["val_history"].append(val)
-            try:
-                keep_going = on_epoch(epoch, val)
-            except Exception as e:
-                raise _CallbackError() from e
+            keep_going = on_epoch(epoch, val)
             if keep_going is not None and not keep_going and epoch < config.early_stop:
                 result["stopped_early"] = True
                 break
@@ -224,20 +281,22 @@ def _num_classes(data) -> int:
     return int(np.max(data.train_labels)) + 1
 
 
-def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *,
-                       seed: Optional[int] = None,
+def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed: int,
                        on_epoch: Optional[Callable[[int, float], bool]] = None,
-                       static_graph: Optional[bool] = None) -> Dict[str, Any]:
+                       static_graph: bool = False) -> Dict[str, Any]:
     """Trains ``arch`` on the training chunk and measures its accuracies.
 
-    Deterministic on CPU for a given (config.seed, seed). Runs on the current
-    Paddle device (``autodl_design.devices.use_device``).
+    Deterministic on CPU for a given ``seed``. Runs on the current Paddle
+    device (``autodl_design.devices.use_device``).
 
     Args:
       arch: the candidate.
       config: network sizes and the training schedule (early_stop epochs).
       data: a dataset (see the module docstring).
-      seed: optional per-candidate seed, mixed with ``config.seed``.
+      seed: the seed of this evaluation (the search passes the candidate's
+        seed, ``python -m trainer`` its ``--seed``): ``paddle.seed`` (initial
+        weights, dropout) and the numpy generator of shuffling and
+        augmentation.
       on_epoch: optional ``on_epoch(epoch, val_accuracy) -> bool`` called after
         every epoch (1-based) with the validation accuracy; returning False
         stops training (status 'ok', ``stopped_early`` True). Exceptions it
@@ -245,9 +304,15 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *,
       static_graph: run the network as a compiled Paddle program
         (``paddle.jit.to_static(full_graph=True)``: same numbers, ~1.4x the
         training images/s on CPU, ~1 s to compile per network) instead of
-        dygraph; None = ``config.static_graph`` if that field exists, else
-        False. If conversion fails before the first epoch ends, the candidate
-        is trained in dygraph instead (``static_graph_error`` says why).
+        dygraph (the default). If the compiled network raises a Paddle error
+        (``CandidateError``) before the first epoch ends, the candidate is
+        trained in dygraph instead (``static_graph_error`` says why).
+
+    Failures: NaN/inf (``Diverged``) and errors of the candidate's own Paddle
+    ops (``CandidateError``: building its network, forward, loss, backward,
+    optimizer step, evaluation; out of memory among them) give ``status
+    'failed'``. Anything else raises: the callback's exceptions, an empty
+    training split (ValueError), and bugs of the code around the candidate.
 
     Returns:
       dict with ``status`` ('ok' | 'failed'), ``reason`` ('' when ok; what went
@@ -306,15 +371,7 @@ def export_model(model: Network, image_shape: Sequence[int], folder: str, arch: 
                        "trainer": dataclasses.asdict(trainer_config),
                        "load": "paddle.jit.load(os.path.join(folder, %r))" % EXPORT_PREFIX},
                       f, indent=2)
-        expected = predict(model, check_images)
-        loaded = paddle.jit.load(prefix)
-        loaded.eval()
-        with paddle.no_grad():
-            got = loaded(paddle.to_tensor(np.ascontiguousarray(check_images))).numpy()
-        diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-        same = np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
-        if not same or diff > 1e-3 * max(1.0, float(np.max(np.abs(expected)))):
-            raise RuntimeError("the reloaded model's predictions differ (max |diff| %.3g)" % diff)
+        diff = _check_reload(model, prefix, check_images)
         if os.path.isdir(folder):
             os.rmdir(folder)  # empty (checked before training)
         os.replace(tmp, folder)
@@ -323,3 +380,22 @@ def export_model(model: Network, image_shape: Sequence[int], folder: str, arch: 
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_reload(model: Network, prefix: str, images: np.ndarray) -> float:
+    """Max |logit difference| of ``paddle.jit.load(prefix)`` against ``model`` on ``images``.
+
+    Raises:
+      RuntimeError: the predicted classes differ or the logits differ by more
+        than 1e-3 of their scale.
+    """
+    expected = predict(model, images)
+    loaded = paddle.jit.load(prefix)
+    loaded.eval()
+    with paddle.no_grad():
+        got = loaded(paddle.to_tensor(np.ascontiguousarray(images))).numpy()
+    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    same = np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
+    if not same or diff > 1e-3 * max(1.0, float(np.max(np.abs(expected)))):
+        raise RuntimeError("the reloaded model's predictions differ (max |diff| %.3g)" % diff)
+    return diff

@@ -1,0 +1,138 @@
+"""One architecture end to end: load it and the data, measure, train, report, export.
+
+The library behind ``python -m trainer`` (``trainer/__main__.py`` only reads
+the flags and maps the exceptions below to exit codes).
+"""
+import dataclasses
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from autodl_design.arch import Architecture
+from autodl_design.config import Config, DataConfig, TrainerConfig
+
+
+class Failed(Exception):
+    """Training or the export failed (``python -m trainer`` exits 1)."""
+
+
+def load_arch(path: str, export: str) -> Architecture:
+    """The architecture in ``path``, after checking that ``export`` ("" = none) is usable.
+
+    Raises:
+      ValueError: the file is not a valid architecture, or ``export`` exists
+        and is not an empty folder.
+    """
+    arch = Architecture.load(path)
+    if export and os.path.exists(export) and (
+            not os.path.isdir(export) or os.listdir(export)):
+        raise ValueError("--export %s exists and is not an empty folder: give a new folder"
+                         % export)
+    return arch
+
+
+def load_data(data_config: DataConfig):
+    """(path, dataset): ``data_config.data_path``, or the embedded default prepared on first use.
+
+    Raises:
+      trainer.data.DatasetError, OSError: the dataset cannot be prepared or read.
+    """
+    from trainer import data as data_lib
+    path = data_config.data_path or data_lib.ensure_default_dataset(
+        data_config.images_per_class)
+    return path, data_lib.load_dataset(path)
+
+
+def format_table(rows: Sequence[Tuple[str, str]]) -> str:
+    """Two aligned columns, one ``name  value`` row per line."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join("%-*s  %s" % (width, k, v) for k, v in rows)
+
+
+def result_rows(hw: Dict, result: Dict, device: str) -> List[Tuple[str, str]]:
+    """The final table: accuracies, loss, epochs, params, FLOPs, latency, memory, speed."""
+    return [("val accuracy", "%.4f" % result["val_accuracy"]),
+            ("test accuracy", "%.4f" % result["test_accuracy"]),
+            ("train loss", "%.4f" % result["train_loss"]),
+            ("epochs", "%d" % result["epochs"]),
+            ("params", "%s (%s trainable)" % (format(hw["params"], ","),
+                                             format(hw["trainable_params"], ","))),
+            ("FLOPs (multiply-adds)", "%s per image" % format(hw["flops"], ",")),
+            ("latency", "%.2f ms median, %.2f ms p90 (batch %d, %s)"
+             % (hw["latency_ms"], hw["latency_p90_ms"], hw["latency_batch"], device)),
+            ("peak memory", "%.2f MB (%s)" % (hw["memory_mb"], hw["memory_source"])),
+            ("training speed", "%.0f images/s" % result["images_per_second"]),
+            ("wall time", "%.1f s" % result["seconds"])]
+
+
+def train_one(arch: Architecture, arch_path: str, config: Config, trainer_config: TrainerConfig,
+              data, data_path: str, seed: int, out: Callable[[str], None] = print):
+    """Prints the outline, measures the hardware metrics and trains.
+
+    Returns:
+      (hardware metrics, training result, trained model, device).
+
+    Raises:
+      Failed: training failed (NaN/inf, out of memory, a Paddle error of the
+        candidate's network).
+    """
+    from trainer import metrics, network, train
+    from autodl_design.devices import use_device
+    device = use_device(config.devices.trainer_devices[0])
+    image_shape = tuple(data.image_shape)
+    out("Architecture %s (%s):\n%s" % (arch_path, arch.hash()[:12], arch.describe()))
+    out("\nNetwork (%s preset, ratio %d):\n%s" % (
+        config.search.preset, trainer_config.ratio,
+        network.summary(arch, trainer_config, image_shape, data.num_classes)))
+    out("\nData: %s: %d train, %d val, %d test images, %d classes, augment %s"
+        % (data_path, len(data.train_images), len(data.val_images), len(data.test_images),
+           data.num_classes, data.augment))
+    hw = metrics.measure_hardware(arch, trainer_config, image_shape, data.num_classes,
+                                  seed=seed)
+    out("Params %s, FLOPs %s per image. Training %d epochs on %s ..."
+        % (format(hw["params"], ","), format(hw["flops"], ","), trainer_config.early_stop,
+           device))
+
+    def on_epoch(epoch, val):
+        out("  epoch %d/%d: val accuracy %.4f" % (epoch, trainer_config.early_stop, val))
+        return True
+
+    result, model = train.fit(arch, trainer_config, data, seed=seed, on_epoch=on_epoch)
+    if result["status"] != "ok":
+        raise Failed("training failed: %s" % result["reason"])
+    return hw, result, model, device
+
+
+def export(model, arch: Architecture, trainer_config: TrainerConfig, data, folder: str,
+           out: Callable[[str], None] = print):
+    """Exports the trained model to ``folder`` and checks the reload on up to 256 images.
+
+    Raises:
+      Failed: the export or its check failed.
+    """
+    from trainer import train
+    check = data.test_images[:256] if len(data.test_images) else data.val_images[:256]
+    try:
+        diff = train.export_model(model, tuple(data.image_shape), folder, arch, trainer_config,
+                                  data.class_names, check)
+    except (RuntimeError, OSError) as e:
+        raise Failed("export to %s failed: %s" % (folder, e)) from e
+    out("\nExported to %s; paddle.jit.load reproduces the predictions on %d images "
+        "(max |logit diff| %.2g)" % (folder, len(check), diff))
+
+
+def run(arch: Architecture, arch_path: str, config: Config, data, data_path: str, *,
+        seed: int, epochs: Optional[int] = None, export_to: str = "",
+        out: Callable[[str], None] = print):
+    """Measures, trains (``epochs``, default ``early_stop``), prints the table, exports.
+
+    Raises:
+      Failed: training or the export failed.
+    """
+    trainer_config = config.trainer
+    if epochs is not None:
+        trainer_config = dataclasses.replace(trainer_config, early_stop=epochs)
+    hw, result, model, device = train_one(arch, arch_path, config, trainer_config, data,
+                                          data_path, seed, out)
+    out("\n" + format_table(result_rows(hw, result, device)))
+    if export_to:
+        export(model, arch, trainer_config, data, export_to, out)
