@@ -16,6 +16,7 @@ from autodl_design.interfaces import Pool, Searcher, SearchSpace
 from autodl_design.search.errors import SearchError, WorkerSetupError
 from autodl_design.search.loop import Search
 from autodl_design.search.progress import SearchResult, summary_text
+from autodl_design.search.run_records import check_log_dir
 
 
 def _print_line(line: str) -> None:
@@ -37,6 +38,7 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
            "(real Fashion-MNIST, %d images per class)" % config.data.images_per_class,
            config.search.preset, config.search.num_models, trainers, config.search.log_dir))
     try:
+        check_log_dir(config.search.log_dir, config.search.resume)  # before preparing data
         config, manifest = _resolve_data(config, log)
         from trainer import evaluate as real_eval
         problem = real_eval.unsatisfiable(config, manifest)

@@ -19,6 +19,24 @@ CHECKPOINT_DIR = "checkpoint"
 REUSABLE = ("ok", "infeasible")
 
 
+def check_log_dir(log_dir: str, resume: bool) -> None:
+    """Checks that ``log_dir`` can hold a run, creating nothing.
+
+    Raises:
+      SearchError: log_dir is a file or lies under one; with ``resume``, it
+        holds no search (no config.json).
+    """
+    probe = os.path.abspath(log_dir)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise SearchError("--log_dir %s: %s is a file, not a folder; choose another --log_dir"
+                          % (log_dir, probe))
+    if resume and not os.path.exists(os.path.join(log_dir, records.CONFIG_FILE)):
+        raise SearchError("--resume: %s holds no search (no %s); run without --resume"
+                          % (log_dir, records.CONFIG_FILE))
+
+
 class RunRecords:
     """The records of one run.
 
@@ -84,17 +102,8 @@ class RunRecords:
                      % (self.log_dir, self.state.num_done, searcher.step))
 
     def _check_folder(self) -> None:
-        """SearchError unless log_dir is a folder or can be made one; makes nothing on --resume."""
-        probe = os.path.abspath(self.log_dir)
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        if not os.path.isdir(probe):
-            raise SearchError("--log_dir %s: %s is a file, not a folder; choose another --log_dir"
-                              % (self.log_dir, probe))
+        check_log_dir(self.log_dir, self.config.search.resume)
         if self.config.search.resume:
-            if not os.path.exists(os.path.join(self.log_dir, records.CONFIG_FILE)):
-                raise SearchError("--resume: %s holds no search (no %s); run without --resume"
-                                  % (self.log_dir, records.CONFIG_FILE))
             return
         try:
             os.makedirs(self.log_dir, exist_ok=True)
