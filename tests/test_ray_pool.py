@@ -115,6 +115,20 @@ def test_hung_candidate_times_out(local_ray, tmp_path):
     assert by_index[0]["status"] == "ok"
 
 
+def test_an_evaluator_bug_on_an_actor_stops_the_search(local_ray, tmp_path):
+    from autodl_design.search.errors import WorkerBug
+    config = make_config(tmp_path / "log", num_models=4, batch_size=4)
+    pool = make_pool(config, faults={1: "bug"})
+    try:
+        with pytest.raises(WorkerBug) as e:
+            run(config, pool)
+    finally:
+        pool.terminate()
+    assert "injected evaluator bug" in str(e.value) and "#1" in str(e.value)
+    trials = records.read_trials(str(tmp_path / "log" / "trials.jsonl"))
+    assert 1 not in {t["index"] for t in trials}
+
+
 from tests.conftest import ROOT, needs_fmnist  # noqa: E402
 
 

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional
 from autodl_design import critic, records
 from autodl_design.config import Config
 from autodl_design.interfaces import SearchSpace
+from autodl_design.search.run_records import RunRecords
 
 
 @dataclasses.dataclass
@@ -40,12 +41,12 @@ class Progress:
 
     Args:
       config: the run's configuration (budget, time limit).
-      run_records: the run's records (``RunRecords``: state, done_at_start).
+      run_records: the run's records (state, done_at_start).
       log: callable for the lines.
       start_time: ``time.time()`` when the run started.
     """
 
-    def __init__(self, config: Config, run_records, log: Callable[[str], None],
+    def __init__(self, config: Config, run_records: RunRecords, log: Callable[[str], None],
                  start_time: float):
         self.config = config
         self.run_records = run_records

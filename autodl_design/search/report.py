@@ -40,6 +40,15 @@ def _num(v) -> Optional[float]:
 QUIET_LOGGERS = ("matplotlib", "PIL")  # their INFO lines would land in the search's output
 
 
+def _first_start(trials: List[Dict]) -> float:
+    """Unix time the first evaluation started: finish time minus its seconds (0 if unknown)."""
+    starts = []
+    for t in trials:
+        seconds = _num(t.get("seconds"))
+        starts.append(t["time"] - (seconds if seconds is not None else 0.0))
+    return min(starts)
+
+
 def _plt():
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -63,7 +72,7 @@ def pareto_front(points: Sequence[tuple]) -> List[int]:
 def plot_progress(trials: List[Dict], path: str):
     plt = _plt()
     trials = sorted(trials, key=lambda t: t["index"])
-    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    start = _first_start(trials)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for col, xkey in enumerate(("index", "time")):
         for row, (name, get) in enumerate((
@@ -210,7 +219,7 @@ def write_report(log_dir: str, top: int = 5) -> str:
     plot_progress(trials, os.path.join(out, "progress.png"))
     plot_tradeoffs(trials, config.constraints.bounds(), os.path.join(out, "tradeoffs.png"))
     state = records.RunState(trials)
-    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    start = _first_start(trials)
     wall = max(t["time"] for t in trials) - start
     lines = ["# Search report: %s" % os.path.abspath(log_dir), "",
              "| setting | value |", "|---|---|",
