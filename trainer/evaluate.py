@@ -62,7 +62,7 @@ class TrainerEvaluator:
         self._context = context
 
     def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
-        """Cheap metrics, the constraint check, then (if worth it) training; see ``evaluate_candidate``."""
+        """Cheap metrics, the bounds, then (if worth it) training (``evaluate_candidate``)."""
         return evaluate_candidate(candidate, index, seed, self._context, options)
 
 

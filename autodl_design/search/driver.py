@@ -71,7 +71,7 @@ def _resolve_data(config: Config, log: Callable[[str], None]) -> Tuple[Config, D
 
 def execute(config: Config, space: SearchSpace, searcher: Searcher, pool: Pool,
             log: Callable[[str], None]) -> int:
-    """Opens the records, starts ``pool``, runs the search, prints the summary and writes the report.
+    """Opens the records, starts ``pool``, runs the search, prints the summary, writes the report.
 
     Returns:
       The exit code (0, 2 for bad input or environment, 130 after Ctrl-C).

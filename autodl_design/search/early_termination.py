@@ -28,7 +28,7 @@ def median_thresholds(histories: Sequence[Sequence[float]], epochs: int,
 
 
 def task_options(config: Config, records: Sequence[Dict], step: int) -> Dict:
-    """Per-candidate trainer options of batch ``step``; for median early termination, the thresholds.
+    """Trainer options of the candidates of batch ``step``: the median rule's thresholds.
 
     The thresholds of batch ``step`` come only from batches that were learned
     from before it was proposed (steps <= step - 1 - lookahead), so they do
@@ -54,6 +54,6 @@ def task_options(config: Config, records: Sequence[Dict], step: int) -> Dict:
 
 
 def stopped_early_reason(metrics: Dict, epochs: int) -> str:
-    """The record's reason for a candidate the median rule stopped (``metrics["stopped_early"]``)."""
+    """The record's reason for a candidate the median rule stopped (``stopped_early``)."""
     return ("stopped early after epoch %d of %d: validation accuracy below the median of "
             "earlier candidates" % (metrics.get("epochs", 0), epochs))

@@ -41,7 +41,7 @@ def judge(config: Config, step: int, index: int, candidate: Candidate, metrics: 
 
 
 def duplicate(step: int, index: int, candidate: Candidate, source: Dict) -> TrialRecord:
-    """The record of a candidate equal to an already evaluated one (``source``), reusing its result."""
+    """The record of a candidate equal to the evaluated ``source``, reusing its result."""
     return TrialRecord(
         step=step, index=index, arch=candidate.to_dict(), arch_hash=source["arch_hash"],
         metrics=source["metrics"], reward=source["reward"], feasible=source["feasible"],

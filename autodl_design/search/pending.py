@@ -6,7 +6,7 @@ from typing import Callable, List
 
 from autodl_design import records
 from autodl_design.interfaces import Candidate, SearchSpace, Searcher
-from autodl_design.search.run_records import PENDING_FILE
+from autodl_design.search.run_records import PENDING_FILE, disk_error
 
 
 @dataclasses.dataclass
@@ -48,10 +48,17 @@ class PendingFile:
         self.space = space
 
     def save(self, batches: List[Batch]) -> None:
-        """Replaces pending.json (atomically) with ``batches``."""
-        records.atomic_write_json(self.path, {"batches": [
-            {"step": b.step, "first_index": b.indices[0], "proposed_at": b.proposed_at,
-             "archs": [c.to_dict() for c in b.candidates]} for b in batches]})
+        """Replaces pending.json (atomically) with ``batches``.
+
+        Raises:
+          SearchError: the file system refused the write (disk full).
+        """
+        try:
+            records.atomic_write_json(self.path, {"batches": [
+                {"step": b.step, "first_index": b.indices[0], "proposed_at": b.proposed_at,
+                 "archs": [c.to_dict() for c in b.candidates]} for b in batches]})
+        except OSError as e:
+            raise disk_error("the open batches", self.path, e) from None
 
     def restore(self, searcher: Searcher, log: Callable[[str], None]) -> List[Batch]:
         """Re-creates the batches that were open when the run stopped ([] without pending.json).

@@ -139,7 +139,8 @@ def _candidate_lines(config: Config, space: SearchSpace, r: Dict) -> List[str]:
             ("FLOPs (mult-adds/image)", fmt_number(m.get("flops"), "%d")),
             ("latency (ms, %s)" % m.get("latency_source", "median"),
              fmt_number(m.get("latency_ms"), "%.3f")),
-            ("memory (MB, %s)" % m.get("memory_source", "?"), fmt_number(m.get("memory_mb"), "%.2f"))]
+            ("memory (MB, %s)" % m.get("memory_source", "?"),
+             fmt_number(m.get("memory_mb"), "%.2f"))]
     width = max(len(k) for k, _ in rows)
     lines.extend("  %-*s  %s" % (width, k, v) for k, v in rows)
     lines.append("  architecture JSON: %s" % os.path.join(config.search.log_dir,

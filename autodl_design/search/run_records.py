@@ -19,6 +19,12 @@ CHECKPOINT_DIR = "checkpoint"
 REUSABLE = ("ok", "infeasible")
 
 
+def disk_error(what: str, path: str, e: OSError) -> SearchError:
+    """The one-line error for a write the file system refused (disk full, permissions)."""
+    return SearchError("cannot write %s to %s: %s; free disk space (or fix permissions) and "
+                       "continue with --resume" % (what, path, e.strerror or e))
+
+
 def check_log_dir(log_dir: str, resume: bool) -> None:
     """Checks that ``log_dir`` can hold a run, creating nothing.
 
@@ -137,13 +143,23 @@ class RunRecords:
 
         Returns:
           The record as a dict, as held in ``state.records``.
+
+        Raises:
+          SearchError: the file system refused the write (disk full).
         """
         d = record.to_dict()
-        self._trials.append(d)
+        try:
+            self._trials.append(d)
+        except OSError as e:
+            raise disk_error("a trial record", self._trials.path, e) from None
         self.state.add(d)
         self._remember(d)
         if self.state.best is d:
-            records.write_best(self.log_dir, d)
+            try:
+                records.write_best(self.log_dir, d)
+            except OSError as e:
+                raise disk_error("the best record", os.path.join(self.log_dir, records.BEST_FILE),
+                                 e) from None
         if self._tb is not None:
             self._scalars(d)
         return d
@@ -170,9 +186,7 @@ class RunRecords:
         try:
             searcher.save(self.checkpoint_dir)
         except OSError as e:
-            raise SearchError("cannot save the controller checkpoint to %s: %s; free disk space "
-                              "(or fix permissions) and continue with --resume"
-                              % (self.checkpoint_dir, e.strerror or e)) from None
+            raise disk_error("the controller checkpoint", self.checkpoint_dir, e) from None
 
     def close(self) -> None:
         """Closes trials.jsonl and the TensorBoard writer (idempotent)."""
