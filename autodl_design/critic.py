@@ -1,7 +1,9 @@
 """The critic: turns a candidate's accuracy and hardware metrics into a reward.
 
 A pure function of metrics and a ``ConstraintConfig``; nothing here trains or
-measures. Metric names are those of ``ConstraintConfig.bounds()``: ``params``,
+measures. ``verdict`` is the one rule (status, reward, feasibility) used by
+the worker's gate before training, by the search loop on every result, and
+``closest`` picks the candidate reported when none is feasible. Metric names are those of ``ConstraintConfig.bounds()``: ``params``,
 ``flops``, ``latency_ms`` and ``memory_mb``; a bound of 0 means "no bound".
 
 Modes:
