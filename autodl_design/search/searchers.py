@@ -164,8 +164,10 @@ def make_space(config: Config) -> SearchSpace:
     return CellSpace(config.agent.num_nodes, config.agent.ops)
 
 
-def make_searcher(config: Config, space: SearchSpace) -> Searcher:
-    """The searcher named by ``config.search.searcher``, over ``space``."""
+def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Searcher:
+    """The searcher named by ``config.search.searcher``, over ``space`` (default ``make_space``)."""
+    if space is None:
+        space = make_space(config)
     kind = config.search.searcher
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
