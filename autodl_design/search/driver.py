@@ -27,7 +27,7 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
     """Runs a whole search as main.py does, with the real trainer; returns the exit code."""
     from autodl_design.search.pools import make_pool
     from autodl_design.search.searchers import make_searcher, make_space
-    from trainer.evaluate import TrainerEvaluator
+    from trainer.evaluate import TrainerEvaluator, unsatisfiable
     if log is None:
         log = _print_line
     trainers = ("ray:%s" % config.devices.ray_address if config.devices.cluster == "ray"
@@ -40,8 +40,7 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
     try:
         check_log_dir(config.search.log_dir, config.search.resume)  # before preparing data
         config, manifest = _resolve_data(config, log)
-        from trainer import evaluate as real_eval
-        problem = real_eval.unsatisfiable(config, manifest)
+        problem = unsatisfiable(config, manifest)
         if problem:
             raise SearchError(problem)
         space = make_space(config)
