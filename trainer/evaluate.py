@@ -80,7 +80,9 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         ``options["cull_start_epoch"]`` turns on the median stopping rule.
 
     Returns:
-      The metrics (see ``autodl_design.evaluation.evaluate_candidate``).
+      The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
+      candidate too large for memory is status 'failed'. Other exceptions
+      are bugs and propagate.
     """
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
@@ -100,7 +102,10 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     def train(a):
         return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch)
 
-    return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+    try:
+        return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+    except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
+        return {"status": "failed", "reason": "out of memory: %s" % " ".join(str(e).split())}
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,
