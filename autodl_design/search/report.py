@@ -247,15 +247,18 @@ def read_config(log_dir: str) -> Config:
         raise ValueError("%s is unreadable (%s)" % (path, e)) from None
 
 
-def _best_section(arch: Architecture, index: int, out: str) -> List[str]:
-    draw_cell(arch.normal, "best normal cell (#%d)" % index,
+def _best_section(candidate, index: int, out: str) -> List[str]:
+    """The best candidate's section: cell drawings (cell space) and its JSON."""
+    lines = ["## Best architecture: #%d" % index, ""]
+    if not isinstance(candidate, Architecture):  # another space: its JSON only
+        return lines + ["```json", records.dumps(candidate, indent=2), "```", ""]
+    draw_cell(candidate.normal, "best normal cell (#%d)" % index,
               os.path.join(out, "best_normal_cell.png"))
-    draw_cell(arch.reduction, "best reduction cell (#%d)" % index,
+    draw_cell(candidate.reduction, "best reduction cell (#%d)" % index,
               os.path.join(out, "best_reduction_cell.png"))
-    return ["## Best architecture: #%d" % index, "",
-            "![best normal cell](best_normal_cell.png)", "",
-            "![best reduction cell](best_reduction_cell.png)", "",
-            "```json", arch.to_json().rstrip(), "```", ""]
+    return lines + ["![best normal cell](best_normal_cell.png)", "",
+                    "![best reduction cell](best_reduction_cell.png)", "",
+                    "```json", candidate.to_json().rstrip(), "```", ""]
 
 
 def _top_table(trials: List[Dict], top: int) -> List[str]:
