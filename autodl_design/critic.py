@@ -1,7 +1,9 @@
 """The critic: turns a candidate's accuracy and hardware metrics into a reward.
 
 A pure function of metrics and a ``ConstraintConfig``; nothing here trains or
-measures. Metric names are those of ``ConstraintConfig.bounds()``: ``params``,
+measures. ``verdict`` is the one rule (status, reward, feasibility) used by
+the worker's gate before training, by the search loop on every result, and
+``closest`` picks the candidate reported when none is feasible. Metric names are those of ``ConstraintConfig.bounds()``: ``params``,
 ``flops``, ``latency_ms`` and ``memory_mb``; a bound of 0 means "no bound".
 
 Modes:
@@ -157,6 +159,79 @@ def reward(accuracy: float, metrics: Mapping[str, Any], constraints: ConstraintC
     return acc * factor
 
 
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The critic's judgement of one evaluation.
+
+    Attributes:
+      status: 'ok' (trained, or worth training), 'infeasible' (over a bound
+        in hard mode; never trained) or 'failed'.
+      reward: what the searcher learns from; None when failed or not yet
+        trained.
+      feasible: within every bound (only such a candidate can be the best).
+      reason: why it failed or is infeasible; for 'ok', the evaluator's
+        own reason (usually "").
+    """
+    status: str
+    reward: Optional[float]
+    feasible: bool
+    reason: str
+
+
+def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
+            trained: bool) -> Verdict:
+    """The one rule deciding status, reward and feasibility of a candidate.
+
+    The rule, in order:
+
+    1. ``metrics["status"] == "failed"`` (the evaluator's report): failed,
+       reward None, with the evaluator's reason.
+    2. A bounded metric missing, NaN, negative or not a number: failed with
+       reason ``"critic: <problem>"``.
+    3. Hard mode and over a bound: infeasible, reward
+       ``constraints.infeasible_reward``, reason the evaluator's (if any)
+       else ``check(...).text``. Such a candidate is never trained.
+    4. Not trained yet (``trained`` False; the worker's cheap gate): ok,
+       reward None: worth training.
+    5. Trained: ok with ``reward(metrics["val_accuracy"], ...)``; a NaN/inf
+       accuracy or a reward that cannot be computed (a zero metric with a
+       negative soft exponent) is failed, reason ``"critic: <problem>"``.
+
+    Args:
+      metrics: the evaluator's metrics (params, flops, latency_ms,
+        memory_mb, val_accuracy when trained), possibly with ``status`` and
+        ``reason``.
+      constraints: the bounds, mode and soft exponents.
+      trained: whether ``metrics`` hold a training result (val_accuracy).
+
+    Returns:
+      A Verdict.
+
+    Raises:
+      KeyError: ``trained`` but no ``val_accuracy`` (an evaluator bug).
+      ValueError: the mode is unknown.
+    """
+    _validate_mode(constraints)
+    reason = str(metrics.get("reason", ""))
+    if metrics.get("status") == "failed":
+        return Verdict("failed", None, False, reason)
+    try:
+        feas = check(metrics, constraints)
+    except ValueError as e:
+        return Verdict("failed", None, False, "critic: %s" % e)
+    if constraints.mode == "hard" and not feas.feasible:
+        return Verdict("infeasible", float(constraints.infeasible_reward), False,
+                       reason or feas.text)
+    if not trained:
+        return Verdict("ok", None, feas.feasible, reason)
+    accuracy = metrics["val_accuracy"]
+    try:
+        value = reward(accuracy, metrics, constraints)
+    except ValueError as e:
+        return Verdict("failed", None, False, "critic: %s" % e)
+    return Verdict("ok", value, feas.feasible, reason)
+
+
 def is_feasible_for_best(metrics: Mapping[str, Any], constraints: ConstraintConfig) -> bool:
     """Whether a candidate may be reported as the best one: within all bounds, in both modes."""
     return check(metrics, constraints).feasible
@@ -195,31 +270,30 @@ def check_satisfiable(constraints: ConstraintConfig,
                                                            "; ".join(problems))
 
 
-def closest(candidates: Sequence[Any]) -> Any:
-    """The candidate with the smallest normalised violation (the first on ties).
+def closest(records: Sequence[Mapping[str, Any]],
+            constraints: ConstraintConfig) -> Optional[Mapping[str, Any]]:
+    """The measured record nearest to satisfying the bounds (for "no feasible candidate").
+
+    Only records with status 'ok' or 'infeasible' count (their metrics were
+    measured); a record whose bounded metrics are missing or NaN is skipped.
+    The choice is the smallest ``check(...).normalised_violation``, then the
+    smallest ``index``.
 
     Args:
-      candidates: a non-empty sequence whose items are either Feasibility
-        objects or ``(item, Feasibility)`` pairs (e.g. ``(arch, check(...))``).
+      records: trial records (dicts with ``index``, ``status``, ``metrics``).
+      constraints: the bounds.
 
     Returns:
-      The chosen element of ``candidates``, as given.
-
-    Raises:
-      ValueError: ``candidates`` is empty or an element holds no Feasibility.
+      The chosen record as given, or None when no record counts.
     """
-    def violation(c) -> float:
-        if isinstance(c, Feasibility):
-            return c.normalised_violation
-        if isinstance(c, (tuple, list)) and len(c) == 2 and isinstance(c[1], Feasibility):
-            return c[1].normalised_violation
-        raise ValueError("closest() takes Feasibility objects or (item, Feasibility) pairs, "
-                         "got %r" % (c,))
-    if not candidates:
-        raise ValueError("closest() needs at least one candidate")
-    best, best_v = None, math.inf
-    for c in candidates:
-        v = violation(c)
-        if best is None or v < best_v:
-            best, best_v = c, v
-    return best
+    scored = []
+    for r in records:
+        if r["status"] not in ("ok", "infeasible"):
+            continue
+        try:
+            scored.append((check(r["metrics"], constraints).normalised_violation, r["index"], r))
+        except ValueError:
+            continue
+    if not scored:
+        return None
+    return min(scored, key=lambda t: (t[0], t[1]))[2]

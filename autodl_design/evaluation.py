@@ -1,11 +1,14 @@
 """Evaluates one candidate the way every trainer does: cheap metrics first, then training."""
-import math
-import statistics
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from autodl_design import critic
 from autodl_design.arch import Architecture
 from autodl_design.config import ConstraintConfig
+
+
+class WorkerSetupError(Exception):
+    """A worker cannot start because of the user's input (a missing data folder, an absent
+    device, an unreadable latency table); the message is one line naming the problem."""
 
 
 def evaluate_candidate(arch: Architecture, constraints: ConstraintConfig,
@@ -23,36 +26,17 @@ def evaluate_candidate(arch: Architecture, constraints: ConstraintConfig,
 
     Returns:
       The metrics of both, with status 'ok', 'failed' or 'infeasible' (and a
-      reason for the last two).
+      reason for the last two). The gate is ``critic.verdict(hardware,
+      constraints, trained=False)``: a candidate it does not pass ('infeasible',
+      or 'failed' for an unmeasurable bounded metric) is not trained.
     """
     hardware = measure(arch)
-    feasibility = critic.check(hardware, constraints)
-    if constraints.mode == "hard" and not feasibility.feasible:
-        return dict(hardware, status="infeasible", reason=feasibility.text)
+    gate = critic.verdict(hardware, constraints, trained=False)
+    if gate.status != "ok":
+        return dict(hardware, status=gate.status, reason=gate.reason)
     result = dict(hardware)
     result.update(train(arch))
     return result
-
-
-def median_thresholds(histories: Sequence[Sequence[float]], epochs: int,
-                      min_candidates: int = 3) -> List[Optional[float]]:
-    """Per-epoch median validation accuracy of earlier candidates.
-
-    Args:
-      histories: per-epoch validation accuracies of earlier candidates (a
-        candidate stopped early contributes only the epochs it ran).
-      epochs: epochs of a full training run.
-      min_candidates: fewer earlier values than this at an epoch -> None
-        (no culling at that epoch).
-
-    Returns:
-      float or None per epoch 1..epochs (list index = epoch - 1).
-    """
-    out: List[Optional[float]] = []
-    for e in range(epochs):
-        values = [h[e] for h in histories if len(h) > e and math.isfinite(h[e])]
-        out.append(statistics.median(values) if len(values) >= min_candidates else None)
-    return out
 
 
 def median_stopper(thresholds: Sequence[Optional[float]],

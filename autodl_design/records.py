@@ -10,10 +10,10 @@
   file, never half of one.
 * ``RunState`` rebuilds what a resumed search needs from the trial records.
 
-Record fields (``make_record``): step, index (0-based evaluation index,
-unique), arch (``Architecture.to_dict()``), arch_hash, metrics, reward,
-feasible, status (one of ``STATUSES``), reason, worker, device, seconds, time.
+Record fields: those of ``TrialRecord`` (step, index, arch, arch_hash,
+metrics, reward, feasible, status, reason, worker, device, seconds, time).
 """
+import dataclasses
 import json
 import math
 import os
@@ -301,53 +301,97 @@ class TrialLog:
                 pass
 
 
-def make_record(*, step: int, index: int, arch: Any, arch_hash: Optional[str] = None,
-                metrics: Optional[Dict[str, Any]] = None, reward: Optional[float] = None,
-                feasible: bool = False, status: str = "ok", reason: str = "",
-                worker: Any = None, device: str = "", seconds: Optional[float] = None,
-                time: Optional[float] = None) -> Dict:
-    """One trial record, validated and JSON-safe.
+@dataclasses.dataclass
+class TrialRecord:
+    """One finished evaluation: a line of trials.jsonl (the one list of record fields).
 
-    Args:
+    Attributes:
       step: controller step (batch) that sampled the candidate, >= 0.
       index: evaluation index, 0-based and unique in a run.
-      arch: an ``Architecture`` or its ``to_dict()``.
-      arch_hash: ``Architecture.hash()``; computed when omitted and arch is an
-        Architecture.
+      arch: the candidate's ``to_dict()``.
+      arch_hash: the candidate's ``hash()``.
       metrics: metric name -> value (accuracy, params, flops, latency_ms, ...).
-      reward: the critic's reward (None/NaN -> null, e.g. for failed).
+      reward: the critic's reward (None for failed).
       feasible: whether the candidate is within all bounds.
       status: one of ``STATUSES``.
       reason: why it failed / was infeasible / which index it duplicates.
       worker, device: where it ran.
       seconds: wall time of the evaluation.
+      time: unix time it finished.
+    """
+    step: int
+    index: int
+    arch: Dict[str, Any]
+    arch_hash: str
+    metrics: Dict[str, Any]
+    reward: Optional[float]
+    feasible: bool
+    status: str
+    reason: str
+    worker: Any
+    device: str
+    seconds: Optional[float]
+    time: float
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError("record status %r is not one of %s"
+                             % (self.status, ", ".join(STATUSES)))
+        for name in ("index", "step"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError("record %s must be an integer >= 0, got %r" % (name, v))
+        if not isinstance(self.arch_hash, str) or not self.arch_hash:
+            raise ValueError("record index %d needs an arch_hash string, got %r"
+                             % (self.index, self.arch_hash))
+        if not isinstance(self.metrics, dict):
+            raise ValueError("record metrics must be a dict, got %s"
+                             % type(self.metrics).__name__)
+        self.feasible = bool(self.feasible)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON-safe dict written to trials.jsonl (fields in declaration order)."""
+        return to_jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                           "record")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrialRecord":
+        """A record from a trials.jsonl line; ValueError naming a missing field."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ValueError("trial record %r lacks %s" % (d.get("index"), ", ".join(missing)))
+        return cls(**{n: d[n] for n in names})
+
+
+def make_record(*, step: int, index: int, arch: Any, arch_hash: Optional[str] = None,
+                metrics: Optional[Dict[str, Any]] = None, reward: Optional[float] = None,
+                feasible: bool = False, status: str = "ok", reason: str = "",
+                worker: Any = None, device: str = "", seconds: Optional[float] = None,
+                time: Optional[float] = None) -> Dict:
+    """One trial record (``TrialRecord.to_dict()``), validated and JSON-safe.
+
+    Args:
+      arch: a candidate (with ``to_dict()`` and ``hash()``) or its ``to_dict()``.
+      arch_hash: the candidate's ``hash()``; computed when omitted and arch is
+        a candidate.
+      metrics: None means {}.
       time: unix time it finished; now when omitted.
+      Others: as the ``TrialRecord`` fields.
 
     Raises:
       ValueError: bad status, index or step, or a missing arch_hash.
       TypeError: a value with no JSON form.
     """
-    if status not in STATUSES:
-        raise ValueError("record status %r is not one of %s" % (status, ", ".join(STATUSES)))
-    for name, v in (("index", index), ("step", step)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError("record %s must be an integer >= 0, got %r" % (name, v))
     if hasattr(arch, "to_dict") and callable(arch.to_dict):
         if arch_hash is None and hasattr(arch, "hash"):
             arch_hash = arch.hash()
         arch = arch.to_dict()
-    if not isinstance(arch_hash, str) or not arch_hash:
-        raise ValueError("record index %d needs an arch_hash string, got %r" % (index, arch_hash))
-    if metrics is not None and not isinstance(metrics, dict):
-        raise ValueError("record metrics must be a dict, got %s" % type(metrics).__name__)
-    record = {
-        "step": step, "index": index, "arch": arch, "arch_hash": arch_hash,
-        "metrics": {} if metrics is None else metrics, "reward": reward,
-        "feasible": bool(feasible), "status": status, "reason": reason,
-        "worker": worker, "device": device, "seconds": seconds,
-        "time": _time.time() if time is None else time,
-    }
-    return to_jsonable(record, "record")
+    return TrialRecord(
+        step=step, index=index, arch=arch, arch_hash=arch_hash,
+        metrics={} if metrics is None else metrics, reward=reward, feasible=feasible,
+        status=status, reason=reason, worker=worker, device=device, seconds=seconds,
+        time=_time.time() if time is None else time).to_dict()
 
 
 # ---------------------------------------------------------------------------

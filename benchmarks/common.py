@@ -23,18 +23,20 @@ def run_real_search(config, log=lambda line: None):
       dict: result (SearchResult), records (sorted by index), startup_s
       (worker start-up), workers, devices.
     """
-    from autodl_design.search import driver as search, searchers
+    from autodl_design.search import searchers
+    from autodl_design.search.loop import Search
+    from autodl_design.search.pools import make_pool
+    from trainer.evaluate import TrainerEvaluator
     tmp = tempfile.mkdtemp(prefix="bench-")
     config = dataclasses.replace(config, search=dataclasses.replace(
         config.search, log_dir=os.path.join(tmp, "log"), resume=False))
-    pool = search.make_pool(config, search.REAL_SETUP, search.REAL_EVALUATE,
-                            {"data_path": config.data.data_path,
-                             "config_dict": config.to_dict()}, log)
+    pool = make_pool(config, TrainerEvaluator(config.data.data_path, config.to_dict()), log)
     t0 = time.time()
     pool.start()
     startup = time.time() - t0
     workers, devices = pool.size, list(pool.devices)
-    s = search.Search(config, searchers.make_searcher(config), pool, log=log)
+    space = searchers.make_space(config)
+    s = Search(config, space, searchers.make_searcher(config, space), pool, log=log)
     try:
         result = s.run()
     finally:

@@ -1,22 +1,20 @@
 """A cheap, deterministic stand-in for the real trainer, for testing the search loop.
 
 Metrics are simple functions of the architecture, so tests know what to
-expect; ``faults`` (index -> 'raise' | 'nan' | 'die' | 'hang') injects the
-failures a real trainer can have.
+expect; ``faults`` (index -> 'raise' | 'nan' | 'die' | 'hang' | 'bug')
+injects the failures a real trainer can have ('bug': an exception escaping
+the evaluator, i.e. a bug of ours).
 """
+import dataclasses
 import math
 import os
 import signal
 import time
+from typing import Dict, Optional
 
 from autodl_design.arch import Architecture
 from autodl_design.config import Config
 from autodl_design.evaluation import evaluate_candidate, median_stopper
-
-
-def setup(device, threads, config_dict, faults=None, delay=0.0, **unused):
-    return {"config": Config.from_dict(config_dict), "device": device, "threads": threads,
-            "faults": {int(k): v for k, v in (faults or {}).items()}, "delay": delay}
 
 
 def hardware(arch: Architecture):
@@ -33,23 +31,51 @@ def accuracy(arch: Architecture) -> float:
     return 0.5 + 0.4 * sum(op == "conv_3x3" for op in ops) / len(ops)
 
 
-def evaluate(arch_dict, index, seed, ctx, options):
-    time.sleep(ctx["delay"])
-    fault = ctx["faults"].get(index)
-    if fault == "die":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if fault == "hang":
-        time.sleep(3600)
-    arch = Architecture.from_dict(arch_dict)
+@dataclasses.dataclass
+class FakeEvaluator:
+    """An ``interfaces.Evaluator`` with the fake metrics above.
 
-    def train(a):
+    Attributes:
+      config_dict: the run's ``Config.to_dict()``.
+      faults: evaluation index -> fault (keys may be strings, as from JSON).
+      delay: seconds each evaluation sleeps first.
+    """
+    config_dict: Dict
+    faults: Dict[int, str] = dataclasses.field(default_factory=dict)
+    delay: float = 0.0
+    _config: Optional[Config] = dataclasses.field(default=None, init=False, repr=False,
+                                                  compare=False)
+
+    def __post_init__(self):
+        self.faults = {int(k): v for k, v in self.faults.items()}
+
+    def setup(self, device: str, threads: int) -> None:
+        self._config = Config.from_dict(self.config_dict)
+
+    def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
+        time.sleep(self.delay)
+        fault = self.faults.get(index)
+        if fault == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault == "hang":
+            time.sleep(3600)
+        if fault == "bug":
+            raise KeyError("injected evaluator bug")
+        arch = Architecture.from_dict(candidate)
+        try:
+            return evaluate_candidate(arch, self._config.constraints, hardware,
+                                      lambda a: self._train(a, fault, seed, options))
+        except RuntimeError as e:  # raised by the candidate's own (fake) ops
+            return {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
+
+    def _train(self, a: Architecture, fault: Optional[str], seed: int, options: Dict) -> Dict:
         if fault == "raise":
             raise RuntimeError("injected trainer crash")
         if fault == "nan":
             return {"status": "failed", "reason": "loss is nan at epoch 1",
                     "val_accuracy": math.nan}
         # A learning curve that reaches accuracy(a) at the last epoch.
-        epochs = ctx["config"].trainer.early_stop
+        epochs = self._config.trainer.early_stop
         on_epoch = None
         if "cull" in options:
             on_epoch = median_stopper(options["cull"], options["cull_start_epoch"])
@@ -62,5 +88,3 @@ def evaluate(arch_dict, index, seed, ctx, options):
                 "test_accuracy": history[-1] - 0.01, "epochs": len(history),
                 "stopped_early": len(history) < epochs, "val_history": history,
                 "seed": seed, "pid": os.getpid()}
-
-    return evaluate_candidate(arch, ctx["config"].constraints, hardware, train)

@@ -132,11 +132,59 @@ def test_check_satisfiable():
 
 def test_closest():
     c = hard(max_params=1e6, max_flops=1e8)
-    cands = [("a", critic.check({"params": 3e6, "flops": 1e8}, c)),   # 2.0
-             ("b", critic.check({"params": 1.2e6, "flops": 1.3e8}, c)),  # 0.5
-             ("c", critic.check({"params": 1.5e6, "flops": 1e8}, c))]  # 0.5, later
-    assert critic.closest(cands)[0] == "b"
-    feas = [f for _, f in cands]
-    assert critic.closest(feas) is feas[1]
-    with pytest.raises(ValueError):
-        critic.closest([])
+
+    def rec(index, status, **metrics):
+        return {"index": index, "status": status, "metrics": metrics}
+    recs = [rec(0, "infeasible", params=3e6, flops=1e8),        # violation 2.0
+            rec(3, "infeasible", params=1.5e6, flops=1e8),      # 0.5, larger index
+            rec(1, "ok", params=1.2e6, flops=1.3e8),            # 0.2 + 0.3 = 0.5
+            rec(2, "failed", params=1e6, flops=1e8),            # failed: never closest
+            rec(4, "infeasible", params=float("nan"), flops=1)]  # unmeasurable: skipped
+    assert critic.closest(recs, c) is recs[2]
+    assert critic.closest(recs[:2], c) is recs[1]
+    assert critic.closest(recs[3:], c) is None
+    assert critic.closest([], c) is None
+
+
+# ----- verdict: the one rule -----
+
+def test_verdict_hard_mode_by_hand():
+    c = hard(max_params=1000, infeasible_reward=-0.5)
+    over = {"params": 1500.0}
+    assert critic.verdict(over, c, trained=False) == critic.Verdict(
+        "infeasible", -0.5, False, "params 1500 > 1000 (+50.0%)")
+    # the worker's reason is kept
+    assert critic.verdict(dict(over, status="infeasible", reason="why"), c, True).reason == "why"
+    # within: worth training, then rewarded with the accuracy
+    assert critic.verdict({"params": 1000}, c, trained=False) == critic.Verdict(
+        "ok", None, True, "")
+    assert critic.verdict({"params": 1000, "val_accuracy": 0.75, "status": "ok"}, c,
+                          trained=True) == critic.Verdict("ok", 0.75, True, "")
+
+
+def test_verdict_soft_mode_by_hand():
+    c = soft(max_params=1000)
+    v = critic.verdict({"params": 2000, "val_accuracy": 0.8, "status": "ok"}, c, trained=True)
+    assert v.status == "ok" and not v.feasible and v.reason == ""
+    assert v.reward == pytest.approx(0.8 * 2 ** -0.07)  # 0.762110...
+    assert v.reward == pytest.approx(0.762110, abs=1e-6)
+    # over the bound but trained in soft mode: not infeasible before training either
+    assert critic.verdict({"params": 2000}, c, trained=False) == critic.Verdict(
+        "ok", None, False, "")
+
+
+def test_verdict_failures():
+    c = hard(max_latency_ms=5)
+    failed = {"status": "failed", "reason": "loss is nan at epoch 1", "latency_ms": 1.0}
+    assert critic.verdict(failed, c, trained=False) == critic.Verdict(
+        "failed", None, False, "loss is nan at epoch 1")
+    v = critic.verdict({"latency_ms": float("nan")}, c, trained=False)
+    assert v.status == "failed" and v.reward is None and v.reason.startswith("critic: ")
+    assert "latency_ms" in v.reason
+    v = critic.verdict({"latency_ms": 1.0, "val_accuracy": float("inf"), "status": "ok"}, c,
+                       trained=True)
+    assert v.status == "failed" and "accuracy" in v.reason and not v.feasible
+    with pytest.raises(KeyError):  # trained without an accuracy: the evaluator's bug
+        critic.verdict({"latency_ms": 1.0, "status": "ok"}, c, trained=True)
+    with pytest.raises(ValueError, match="mode"):
+        critic.verdict({}, ConstraintConfig(mode="medium"), trained=False)

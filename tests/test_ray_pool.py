@@ -9,9 +9,11 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is the optional extra: WITH_RAY=1 bash setup.sh")
 
-from autodl_design import records
-from autodl_design.search import driver as search, searchers  # noqa: E402
+from autodl_design import records  # noqa: E402
+from autodl_design.search import searchers  # noqa: E402
+from autodl_design.search.loop import Search  # noqa: E402
 from autodl_design.search.ray_pool import RayPool  # noqa: E402
+from tests.fake_trainer import FakeEvaluator  # noqa: E402
 from tests.test_search import make_config  # noqa: E402
 
 
@@ -25,16 +27,14 @@ def local_ray():
 def make_pool(config, faults=None, delay=0.0, max_retries=1, trial_timeout=0.0, log=None):
     return RayPool("auto", num_trainers=2, cpus_per_trainer=1, use_gpus=False,
                    max_retries=max_retries, trial_timeout=trial_timeout,
-                   setup_path="tests.fake_trainer:setup", eval_path="tests.fake_trainer:evaluate",
-                   setup_args={"config_dict": config.to_dict(), "faults": faults or {},
-                               "delay": delay},
+                   evaluator=FakeEvaluator(config.to_dict(), faults=faults or {}, delay=delay),
                    log=log if log is not None else (lambda s: None))
 
 
 def run(config, pool):
     lines = []
-    searcher = searchers.make_searcher(config)
-    s = search.Search(config, searcher, pool, log=lines.append)
+    space = searchers.make_space(config)
+    s = Search(config, space, searchers.make_searcher(config, space), pool, log=lines.append)
     pool.start()
     result = s.run()
     return result, records.read_trials(os.path.join(config.search.log_dir, "trials.jsonl")), lines
@@ -115,6 +115,20 @@ def test_hung_candidate_times_out(local_ray, tmp_path):
     assert by_index[0]["status"] == "ok"
 
 
+def test_an_evaluator_bug_on_an_actor_stops_the_search(local_ray, tmp_path):
+    from autodl_design.search.errors import WorkerBug
+    config = make_config(tmp_path / "log", num_models=4, batch_size=4)
+    pool = make_pool(config, faults={1: "bug"})
+    try:
+        with pytest.raises(WorkerBug) as e:
+            run(config, pool)
+    finally:
+        pool.terminate()
+    assert "injected evaluator bug" in str(e.value) and "#1" in str(e.value)
+    trials = records.read_trials(str(tmp_path / "log" / "trials.jsonl"))
+    assert 1 not in {t["index"] for t in trials}
+
+
 from tests.conftest import ROOT, needs_fmnist  # noqa: E402
 
 
@@ -127,13 +141,13 @@ def tiny_data(tiny_fmnist):
 def test_real_trainer_actors_survive_a_killed_actor(local_ray, tmp_path, tiny_data):
     import dataclasses
     from autodl_design.config import TrainerConfig
+    from trainer.evaluate import TrainerEvaluator
     config = make_config(tmp_path / "log", num_models=8, batch_size=4)
     config = dataclasses.replace(config, trainer=TrainerConfig(
         width=4, num_stages=1, num_cells=1, early_stop=3, latency_repeats=3))
     lines = []
     pool = RayPool("auto", num_trainers=2, cpus_per_trainer=1, use_gpus=False, max_retries=2,
-                   trial_timeout=0, setup_path=search.REAL_SETUP, eval_path=search.REAL_EVALUATE,
-                   setup_args={"data_path": tiny_data, "config_dict": config.to_dict()},
+                   trial_timeout=0, evaluator=TrainerEvaluator(tiny_data, config.to_dict()),
                    log=lines.append)
     t, killed = kill_a_busy_actor(pool, tmp_path / "log" / "trials.jsonl", after=2)
     result, trials, _ = run(config, pool)

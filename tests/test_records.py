@@ -1,4 +1,5 @@
 """Tests of the crash-safe search records: trials.jsonl, atomic writes, resume state."""
+import dataclasses
 import json
 import os
 
@@ -45,6 +46,16 @@ def test_make_record_fields_and_json_safety():
         records.make_record(step=0, index=-1, arch=a)
     with pytest.raises(ValueError, match="arch_hash"):
         records.make_record(step=0, index=0, arch=a.to_dict())
+
+
+def test_trial_record_is_the_one_field_list():
+    r = rec(3, reason="why", time=5.0)
+    assert list(r) == [f.name for f in dataclasses.fields(records.TrialRecord)]
+    assert records.TrialRecord.from_dict(r).to_dict() == r
+    with pytest.raises(ValueError, match="lacks reward"):
+        records.TrialRecord.from_dict({k: v for k, v in r.items() if k != "reward"})
+    with pytest.raises(ValueError, match="status"):
+        records.TrialRecord.from_dict(dict(r, status="done"))
 
 
 def test_append_read_round_trip(tmp_path):

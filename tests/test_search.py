@@ -15,6 +15,7 @@ from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataCon
                                   DeviceConfig, SearchConfig, TrainerConfig)
 from autodl_design.search.local_pool import LocalPool
 from tests import fake_trainer
+from tests.fake_trainer import FakeEvaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,13 +34,15 @@ def make_config(log_dir, searcher="random", num_models=12, batch_size=4, num_nod
                             population=4, sample_size=2))
 
 
-def run(config, faults=None, delay=0.0):
+def run(config, faults=None, delay=0.0, searcher=None):
     lines = []
-    pool = LocalPool(config.devices.trainer_devices, 1, "tests.fake_trainer:setup",
-                     "tests.fake_trainer:evaluate",
-                     {"config_dict": config.to_dict(), "faults": faults or {}, "delay": delay},
+    pool = LocalPool(config.devices.trainer_devices, 1,
+                     FakeEvaluator(config.to_dict(), faults=faults or {}, delay=delay),
                      log=lines.append)
-    code = search.execute(config, searchers.make_searcher(config), pool, lines.append)
+    space = searchers.make_space(config)
+    if searcher is None:
+        searcher = searchers.make_searcher(config, space)
+    code = search.execute(config, space, searcher, pool, lines.append)
     trials = records.read_trials(os.path.join(config.search.log_dir, "trials.jsonl"))
     return code, trials, "\n".join(lines)
 
@@ -230,7 +233,7 @@ def test_median_early_termination_stops_weak_candidates(tmp_path):
         assert t["reward"] == t["metrics"]["val_accuracy"] == t["metrics"]["val_history"][-1]
     # A stopped candidate was below the median of the candidates of batches
     # learned before its own batch was proposed (steps <= step - 2).
-    from autodl_design.evaluation import median_thresholds
+    from autodl_design.search.early_termination import median_thresholds
     for t in stopped:
         earlier = [r["metrics"]["val_history"] for r in trials
                    if r["step"] <= t["step"] - 2 and r["status"] == "ok"]
@@ -239,7 +242,8 @@ def test_median_early_termination_stops_weak_candidates(tmp_path):
 
 
 def test_median_thresholds_against_hand_values():
-    from autodl_design.evaluation import median_stopper, median_thresholds
+    from autodl_design.evaluation import median_stopper
+    from autodl_design.search.early_termination import median_thresholds
     h = [[0.1, 0.2, 0.3], [0.3, 0.4], [0.2, 0.6, 0.9], [0.5]]
     assert median_thresholds(h, 3) == [0.25, 0.4, None]
     stop = median_stopper([0.25, 0.4, None], start_epoch=2)

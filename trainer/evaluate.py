@@ -1,39 +1,88 @@
-"""The real trainer behind the search's workers: set up once per worker, evaluate candidates.
+"""The real trainer behind the search's workers: ``TrainerEvaluator``, set up once per worker.
 
-``autodl_design.search.local_pool`` (local processes) and ``autodl_design.search.ray_pool``
-(Ray actors) call ``setup_worker`` once and ``evaluate_candidate`` per
-candidate; ``tests/fake_trainer.py`` has the same two functions.
+``autodl_design.search.local_pool`` (local processes) and
+``autodl_design.search.ray_pool`` (Ray actors) receive a ``TrainerEvaluator``
+(an ``autodl_design.interfaces.Evaluator``), call ``setup`` once in the
+worker and ``evaluate`` per candidate; ``tests/fake_trainer.py`` has a cheap
+``FakeEvaluator`` with the same interface.
 """
-from typing import Dict, Optional
+import dataclasses
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from autodl_design import critic, evaluation
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import Config, TrainerConfig
+from autodl_design.evaluation import WorkerSetupError
 
 
-def setup_worker(device: str, threads: int, data_path: str, config_dict: Dict, **unused) -> Dict:
-    """Pins this process to ``device`` and ``threads`` and loads the dataset once."""
-    from autodl_design.backend import paddle
-    from trainer.data import load_dataset
-    from autodl_design.devices import use_device
-    paddle.base.core.set_num_threads(int(threads))
-    use_device(device)
-    config = Config.from_dict(config_dict)
-    context = {"config": config, "data": load_dataset(data_path), "device": device}
-    if config.trainer.latency_table:
-        from trainer.latency_table import LatencyTable
-        context["latency_table"] = LatencyTable.load(config.trainer.latency_table)
-    return context
+@dataclasses.dataclass
+class TrainerEvaluator:
+    """Trains candidates with Paddle on a dataset folder (picklable until ``setup``).
+
+    Attributes:
+      data_path: the dataset folder (the Ray pool ships it to each actor and
+        replaces this field with the actor's copy).
+      config_dict: the run's ``Config.to_dict()``.
+    """
+    data_path: str
+    config_dict: Dict
+    _context: Optional[Dict[str, Any]] = dataclasses.field(default=None, init=False,
+                                                           repr=False, compare=False)
+
+    def setup(self, device: str, threads: int) -> None:
+        """Pins this process to ``device`` and ``threads`` and loads the dataset once.
+
+        Raises:
+          WorkerSetupError: the device is absent, the data folder or the
+            latency table cannot be read (one line).
+        """
+        from autodl_design.backend import paddle
+        from autodl_design.devices import use_device
+        from trainer.data import DatasetError, load_dataset
+        paddle.base.core.set_num_threads(int(threads))
+        try:
+            use_device(device)
+        except RuntimeError as e:  # the device asked for is not there
+            raise WorkerSetupError(str(e)) from None
+        config = Config.from_dict(self.config_dict)
+        try:
+            context = {"config": config, "data": load_dataset(self.data_path),
+                       "device": device}
+        except DatasetError as e:
+            raise WorkerSetupError(str(e)) from None
+        if config.trainer.latency_table:
+            from trainer.latency_table import LatencyTable
+            try:
+                context["latency_table"] = LatencyTable.load(config.trainer.latency_table)
+            except (OSError, ValueError) as e:
+                raise WorkerSetupError("latency table %s: %s"
+                                       % (config.trainer.latency_table, e)) from None
+        self._context = context
+
+    def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
+        """Cheap metrics, the bounds, then (if worth it) training (``evaluate_candidate``)."""
+        return evaluate_candidate(candidate, index, seed, self._context, options)
 
 
 def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
                        options: Dict) -> Dict:
     """Cheap metrics, the constraint check, then (if worth it) training.
 
-    ``options["cull"]`` (per-epoch thresholds) with ``options["cull_start_epoch"]``
-    turns on the median stopping rule for this candidate.
+    Args:
+      arch_dict: the candidate's ``Architecture.to_dict()``.
+      index: its evaluation index.
+      seed: the training seed.
+      context: what ``TrainerEvaluator.setup`` loaded: config, data, device
+        and optionally latency_table.
+      options: ``options["cull"]`` (per-epoch thresholds) with
+        ``options["cull_start_epoch"]`` turns on the median stopping rule.
+
+    Returns:
+      The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
+      candidate too large for memory is status 'failed'. Other exceptions
+      are bugs and propagate.
     """
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
@@ -53,7 +102,10 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     def train(a):
         return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch)
 
-    return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+    try:
+        return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+    except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
+        return {"status": "failed", "reason": "out of memory: %s" % " ".join(str(e).split())}
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,

@@ -6,13 +6,13 @@ The parent keeps a task queue per worker, so it always knows which candidate
 a worker holds: if the worker dies (killed, out of memory) the candidate is
 reported as failed with the exit code and the worker is replaced.
 
-The evaluation function is named by ``"module:function"`` so that tests can
-run the real loop with a cheap fake trainer; it is called as
-``fn(arch_dict, index, seed, context, options) -> metrics dict`` in the
-worker, where ``context`` is what ``setup_fn`` returned once at start and
-``options`` holds per-candidate settings (e.g. early-termination thresholds).
+Workers receive a picklable ``autodl_design.interfaces.Evaluator`` (the real
+``trainer.evaluate.TrainerEvaluator`` or a test's fake), call its ``setup``
+once and its ``evaluate`` per candidate. A candidate's failures come back as
+metrics with status 'failed'. An exception escaping the evaluator is a bug:
+the worker sends its traceback and the parent raises ``WorkerBug``; a setup
+refused for bad input (``WorkerSetupError``) stops the search with one line.
 """
-import importlib
 import multiprocessing as mp
 import os
 import queue
@@ -20,14 +20,12 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from autodl_design.interfaces import Evaluator
+from autodl_design.search.errors import WorkerBug, WorkerSetupError
 
 READY_TIMEOUT_S = 600.0
-
-
-def _import(path: str):
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _die_with_parent():
@@ -41,38 +39,35 @@ def _die_with_parent():
             pass
 
 
-def _worker_main(worker_id: int, device: str, threads: int, setup_path: str, eval_path: str,
-                 setup_args: Dict[str, Any], task_q, result_q):
+def _worker_main(worker_id: int, device: str, threads: int, evaluator: Evaluator,
+                 task_q, result_q):
     """Body of a worker process (runs in a fresh interpreter)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
-        setup = _import(setup_path)
-        evaluate = _import(eval_path)
-        context = setup(device=device, threads=threads, **setup_args)
-    except Exception as e:  # reported to the parent, which stops the search
-        result_q.put(("setup_failed", worker_id, "%s: %s" % (type(e).__name__, e)))
+        evaluator.setup(device, threads)
+    except WorkerSetupError as e:
+        result_q.put(("setup_failed", worker_id, str(e)))
+        return
+    except Exception:  # a bug: its traceback goes to the parent, which raises it
+        result_q.put(("setup_bug", worker_id, traceback.format_exc()))
         return
     result_q.put(("ready", worker_id, os.getpid()))
     while True:
         task = task_q.get()
         if task is None:
             return
-        index, arch_dict, seed, options = task
+        index, candidate, seed, options = task
         start = time.time()
         try:
-            metrics = evaluate(arch_dict, index, seed, context, options)
-        except Exception as e:
-            metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e),
-                       "traceback": traceback.format_exc(limit=5)}
+            metrics = evaluator.evaluate(candidate, index, seed, options)
+        except Exception:  # a bug: its traceback goes to the parent, which raises it
+            result_q.put(("bug", worker_id, index, traceback.format_exc()))
+            return
         metrics.setdefault("seconds", time.time() - start)
         result_q.put(("done", worker_id, index, metrics))
-
-
-class WorkerDied(Exception):
-    pass
 
 
 class LocalPool:
@@ -81,22 +76,17 @@ class LocalPool:
     Args:
       devices: one entry per worker, e.g. ("cpu", "cpu") or ("gpu:0", "gpu:1").
       threads: CPU threads per worker.
-      setup_path: "module:function" called once per worker with
-        ``device=, threads=, **setup_args``; returns the worker's context.
-      eval_path: "module:function" evaluating one candidate (see module doc).
-      setup_args: picklable keyword arguments for the setup function.
+      evaluator: picklable; each worker gets a copy and sets it up once.
       log: callable for progress lines.
       trial_timeout: seconds a candidate may run before its worker is
         killed (and replaced) and the candidate reported failed; 0 = no limit.
     """
 
-    def __init__(self, devices, threads: int, setup_path: str, eval_path: str,
-                 setup_args: Dict[str, Any], log=print, trial_timeout: float = 0.0):
+    def __init__(self, devices, threads: int, evaluator: Evaluator, log=print,
+                 trial_timeout: float = 0.0):
         self.devices = list(devices)
         self.threads = threads
-        self.setup_path = setup_path
-        self.eval_path = eval_path
-        self.setup_args = setup_args
+        self.evaluator = evaluator
         self.log = log
         self._ctx = mp.get_context("spawn")
         self._result_q = self._ctx.Queue()
@@ -121,8 +111,8 @@ class LocalPool:
             # Ctrl-C) does not wait for it; it also dies with its parent
             # (PR_SET_PDEATHSIG) if the parent is SIGKILLed.
             target=_worker_main, name="trainer-%d" % w, daemon=True,
-            args=(w, self.devices[w], self.threads, self.setup_path, self.eval_path,
-                  self.setup_args, self._task_qs[w], self._result_q))
+            args=(w, self.devices[w], self.threads, self.evaluator, self._task_qs[w],
+                  self._result_q))
         p.start()
         self._procs[w] = p
         self._ready[w] = False
@@ -147,8 +137,14 @@ class LocalPool:
         if kind == "ready":
             self._ready[w] = True
         elif kind == "setup_failed":
-            raise RuntimeError("trainer worker %d (%s) could not start: %s"
-                               % (w, self.devices[w], msg[2]))
+            raise WorkerSetupError("trainer worker %d (%s) could not start: %s"
+                                   % (w, self.devices[w], msg[2]))
+        elif kind == "setup_bug":
+            raise WorkerBug("trainer worker %d (%s) failed while starting:\n%s"
+                            % (w, self.devices[w], msg[2]))
+        elif kind == "bug":
+            raise WorkerBug("the evaluator raised in trainer worker %d (%s) while evaluating "
+                            "#%d:\n%s" % (w, self.devices[w], msg[2], msg[3]))
         else:
             raise RuntimeError("unexpected worker message %r" % (msg,))
 
@@ -182,11 +178,10 @@ class LocalPool:
     def free_workers(self) -> List[int]:
         return [w for w in range(self.size) if w not in self._busy and self._ready[w]]
 
-    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int,
-               options: Optional[Dict] = None):
+    def submit(self, worker: int, index: int, candidate: Dict, seed: int, options: Dict):
         assert worker not in self._busy
         self._busy[worker] = (index, time.time())
-        self._task_qs[worker].put((index, arch_dict, seed, options or {}))
+        self._task_qs[worker].put((index, candidate, seed, options))
 
     def busy(self) -> int:
         return len(self._busy)
@@ -202,6 +197,9 @@ class LocalPool:
           (worker, index, metrics), or None if nothing finished within timeout.
           A worker that died while holding a candidate yields that candidate
           as failed, and the worker is restarted.
+
+        Raises:
+          WorkerBug: the evaluator raised in a worker (with its traceback).
         """
         try:
             msg = self._result_q.get(timeout=timeout)

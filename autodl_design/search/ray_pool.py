@@ -1,7 +1,8 @@
 """Trainer workers as Ray actors, for searches that span several machines.
 
-Same interface as ``autodl_design.search.local_pool.LocalPool`` and the same worker
-code (``setup_path``/``eval_path``); the controller stays in the driver.
+Same interface as ``autodl_design.search.local_pool.LocalPool`` and the same
+evaluator objects (``autodl_design.interfaces.Evaluator``); the controller
+stays in the driver.
 
 * One actor per GPU (``num_gpus=1``) or per ``cpus_per_trainer`` CPUs;
   ``num_trainers`` of them, 0 = as many as the cluster can hold.
@@ -12,19 +13,29 @@ code (``setup_path``/``eval_path``); the controller stays in the driver.
   (``max_restarts=-1``) and its candidate is sent to another actor, up to
   ``max_retries`` times, then reported as failed. A candidate running longer
   than ``trial_timeout`` seconds has its actor killed (and restarted).
+* An exception escaping the evaluator is a bug: ``next_result`` raises
+  ``WorkerBug`` with the actor's traceback.
 """
+import dataclasses
 import os
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from autodl_design.search.local_pool import _import
+from autodl_design.interfaces import Evaluator
+from autodl_design.search.errors import SearchError, WorkerBug, WorkerSetupError
 
 READY_TIMEOUT_S = 600.0
 # With this set to 0 before ``import ray``, a Ray instance started here uses
 # 127.0.0.1 as its node address instead of probing an outside route
 # (Ray ignores --node-ip-address=127.0.0.1 on Linux otherwise).
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def ships_data(evaluator: Evaluator) -> bool:
+    """Whether ``evaluator`` is a dataclass with a ``data_path`` field (its folder is shipped)."""
+    return (dataclasses.is_dataclass(evaluator)
+            and any(f.name == "data_path" for f in dataclasses.fields(evaluator)))
 
 
 def _read_folder(path: str) -> Dict[str, bytes]:
@@ -38,35 +49,41 @@ def _read_folder(path: str) -> Dict[str, bytes]:
 
 
 class TrainerActor:
-    """Body of one Ray trainer actor (wrapped with ``ray.remote`` at start)."""
+    """Body of one Ray trainer actor (wrapped with ``ray.remote`` at start).
 
-    def __init__(self, setup_path: str, eval_path: str, setup_args: Dict[str, Any],
-                 threads: int, dataset_files: Optional[Dict[str, bytes]]):
+    A setup refused for bad input (``WorkerSetupError``) is kept and reported
+    by ``ready()``; any other exception kills the actor (a bug, raised by the
+    pool with Ray's traceback).
+    """
+
+    def __init__(self, evaluator: Evaluator, threads: int,
+                 dataset_files: Optional[Dict[str, bytes]]):
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import ray
         gpu_ids = ray.get_gpu_ids()
         self.device = "gpu:0" if gpu_ids else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
-        args = dict(setup_args)
         if dataset_files is not None:
             self._tmp = tempfile.mkdtemp(prefix="autodl-design-data-")
             for name, blob in dataset_files.items():
                 with open(os.path.join(self._tmp, name), "wb") as f:
                     f.write(blob)
-            args["data_path"] = self._tmp
-        self.evaluate_fn = _import(eval_path)
-        self.context = _import(setup_path)(device=self.device, threads=threads, **args)
+            evaluator = dataclasses.replace(evaluator, data_path=self._tmp)
+        self.evaluator = evaluator
+        self.setup_error = ""
+        try:
+            evaluator.setup(self.device, threads)
+        except WorkerSetupError as e:
+            self.setup_error = str(e)
         self.node = ray.util.get_node_ip_address()
         self.pid = os.getpid()
 
     def ready(self):
-        return {"node": self.node, "pid": self.pid, "device": self.device}
+        return {"node": self.node, "pid": self.pid, "device": self.device,
+                "setup_error": self.setup_error}
 
-    def evaluate(self, index: int, arch_dict: Dict, seed: int, options: Dict) -> Dict:
+    def evaluate(self, index: int, candidate: Dict, seed: int, options: Dict) -> Dict:
         start = time.time()
-        try:
-            metrics = self.evaluate_fn(arch_dict, index, seed, self.context, options)
-        except Exception as e:
-            metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
+        metrics = self.evaluator.evaluate(candidate, index, seed, options)
         metrics.setdefault("seconds", time.time() - start)
         return metrics
 
@@ -84,22 +101,23 @@ class RayPool:
       max_retries: how often a candidate whose actor died is retried.
       trial_timeout: seconds before a running candidate's actor is killed
         (0 = no limit).
-      setup_path, eval_path, setup_args: as for ``LocalPool``; a
-        ``data_path`` in setup_args is shipped through the object store.
+      evaluator: as for ``LocalPool``; when it has a ``data_path`` field
+        (``ships_data``), that folder is shipped through the object store and
+        each actor's copy replaces the field.
+      log: callable for progress lines.
+      local_cpus: CPUs of a private instance (address "local"); None = all.
     """
 
     def __init__(self, address: str, num_trainers: int, cpus_per_trainer: int, use_gpus: bool,
-                 max_retries: int, trial_timeout: float, setup_path: str, eval_path: str,
-                 setup_args: Dict[str, Any], log=print, local_cpus: Optional[int] = None):
+                 max_retries: int, trial_timeout: float, evaluator: Evaluator, log=print,
+                 local_cpus: Optional[int] = None):
         self.address = address
         self.num_trainers = num_trainers
         self.cpus_per_trainer = cpus_per_trainer
         self.use_gpus = use_gpus
         self.max_retries = max_retries
         self.trial_timeout = trial_timeout
-        self.setup_path = setup_path
-        self.eval_path = eval_path
-        self.setup_args = dict(setup_args)
+        self.evaluator = evaluator
         self.log = log
         self.local_cpus = local_cpus
         self.actors: List[Any] = []
@@ -114,45 +132,65 @@ class RayPool:
 
     # ----- life cycle -----
     def start(self):
+        """Connects to Ray, starts the actors and waits until each is set up.
+
+        Raises:
+          SearchError: no Ray cluster at the address, or too few resources.
+          WorkerSetupError: an actor's evaluator refused its setup (bad input).
+          WorkerBug: an actor could not be created (Ray's traceback).
+        """
+        import ray
+        self._connect()
+        per, n, threads = self._shape(ray.cluster_resources())
+        data = _read_folder(self.evaluator.data_path) if ships_data(self.evaluator) else None
+        # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
+        # these arguments when it restarts the actor.
+        self._dataset_ref = ray.put(data) if data is not None else None
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
+        self.actors = [actor_cls.options(**per).remote(self.evaluator, threads,
+                                                       self._dataset_ref)
+                       for _ in range(n)]
+        try:
+            infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
+        except ray.exceptions.RayError as e:
+            raise WorkerBug("Ray trainer actors could not start:\n%s" % e) from None
+        for i in infos:
+            if i["setup_error"]:
+                raise WorkerSetupError("Ray trainer actor on %s/%s could not start: %s"
+                                       % (i["node"], i["device"], i["setup_error"]))
+        self.devices = ["%s/%s" % (i["node"], i["device"]) for i in infos]
+        self.log("[ray] %d trainer actors ready: %s" % (n, ", ".join(self.devices)))
+
+    def _connect(self):
         if self.address == "local":
             os.environ[LOCAL_ONLY_ENV] = "0"  # read when ray is first imported
         import ray
-        if not ray.is_initialized():
-            if self.address == "local":
-                ray.init(num_cpus=self.local_cpus, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-                self._started_ray = True
-            else:
-                try:
-                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-                except (ConnectionError, RuntimeError) as e:
-                    raise RuntimeError(
-                        "cannot connect to a Ray cluster at %r (%s): start one with "
-                        "'ray start --head' or pass --ray_address local" % (self.address, e))
-        resources = ray.cluster_resources()
+        if ray.is_initialized():
+            return
+        if self.address == "local":
+            ray.init(num_cpus=self.local_cpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+            self._started_ray = True
+            return
+        try:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise SearchError(
+                "cannot connect to a Ray cluster at %r (%s): start one with "
+                "'ray start --head' or pass --ray_address local"
+                % (self.address, " ".join(str(e).split()))) from None
+
+    def _shape(self, resources: Dict[str, float]):
+        """(resources per actor, number of actors, threads per actor) for the cluster."""
         gpus = int(resources.get("GPU", 0)) if self.use_gpus else 0
         per = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": self.cpus_per_trainer}
         capacity = gpus if gpus else int(resources.get("CPU", 0)) // self.cpus_per_trainer
         n = self.num_trainers if self.num_trainers > 0 else capacity
         if n <= 0 or n > capacity:
-            raise RuntimeError("the Ray cluster holds %d trainer(s) of %s; asked for %d "
-                               "(lower --num_trainers or --cpus_per_trainer)"
-                               % (capacity, per, n))
-        data_path = self.setup_args.pop("data_path", None)
-        # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
-        # these arguments when it restarts the actor.
-        self._dataset_ref = dataset_ref = ray.put(_read_folder(data_path)) if data_path else None
-        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
-        threads = 1 if gpus else self.cpus_per_trainer
-        self.actors = [actor_cls.options(**per).remote(
-            self.setup_path, self.eval_path, self.setup_args, threads, dataset_ref)
-            for _ in range(n)]
-        try:
-            infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
-        except ray.exceptions.RayError as e:
-            raise RuntimeError("Ray trainer actors could not start: %s" % str(e).splitlines()[0])
-        self.devices = ["%s/%s" % (i["node"], i["device"]) for i in infos]
-        self.log("[ray] %d trainer actors ready: %s" % (n, ", ".join(self.devices)))
+            raise SearchError("the Ray cluster holds %d trainer(s) of %s; asked for %d "
+                              "(lower --num_trainers or --cpus_per_trainer)"
+                              % (capacity, per, n))
+        return per, n, 1 if gpus else self.cpus_per_trainer
 
     def close(self):
         self.terminate()
@@ -162,7 +200,7 @@ class RayPool:
         for a in self.actors:
             try:
                 ray.kill(a, no_restart=True)
-            except Exception:  # already gone
+            except ray.exceptions.RayError:  # already gone
                 pass
         self.actors = []
         if self._started_ray and ray.is_initialized():
@@ -184,10 +222,9 @@ class RayPool:
     def busy(self) -> int:
         return len(self._busy)
 
-    def submit(self, worker: int, index: int, arch_dict: Dict, seed: int,
-               options: Optional[Dict] = None):
-        self._send(worker, {"index": index, "arch": arch_dict, "seed": seed,
-                            "options": options or {}, "attempts": 0})
+    def submit(self, worker: int, index: int, candidate: Dict, seed: int, options: Dict):
+        self._send(worker, {"index": index, "arch": candidate, "seed": seed,
+                            "options": options, "attempts": 0})
 
     def _send(self, worker: int, task: Dict):
         task["start"] = time.time()
@@ -203,6 +240,11 @@ class RayPool:
         ray.kill(self.actors[worker], no_restart=False)
 
     def next_result(self, timeout: float = 1.0):
+        """(worker, index, metrics) of one finished candidate, or None (see ``interfaces.Pool``).
+
+        Raises:
+          WorkerBug: the evaluator raised on an actor (with its traceback).
+        """
         import ray
         for w in self._idle():
             if not self._retry:
@@ -231,6 +273,9 @@ class RayPool:
         except ray.exceptions.RayActorError as e:
             return self._lost(w, task, "actor %d (%s) died: %s"
                               % (w, self.devices[w], str(e).splitlines()[0][:200]))
+        except ray.exceptions.RayTaskError as e:
+            raise WorkerBug("the evaluator raised on actor %d (%s) while evaluating #%d:\n%s"
+                            % (w, self.devices[w], task["index"], e)) from None
         except ray.exceptions.RayError as e:
             return w, task["index"], {"status": "failed", "reason": "ray: %s"
                                       % str(e).splitlines()[0][:300],

@@ -1,6 +1,6 @@
 """Readable results of a search: PNG plots, cell drawings and a Markdown summary.
 
-Usage: ``python -m autodl_design.search.report --log_dir DIR`` (also run at the end
+Usage: ``python -m autodl_design.search.report DIR`` or ``... --log_dir DIR`` (also run at the end
 of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 ``DIR/report/``:
 
@@ -9,9 +9,12 @@ of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 * ``tradeoffs.png``: accuracy against parameters and against latency, with
   the feasible region shaded and the Pareto front marked;
 * ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs;
-* ``report.md``: settings, counts, time and the best candidates, linking the PNGs.
+* ``report.md``: the search summary (the one the search printed, from
+  ``progress.summary_text``), the searcher and latency source, and the best
+  candidates, linking the PNGs.
 """
 import json
+import logging
 import math
 import os
 import sys
@@ -19,6 +22,9 @@ from typing import Dict, List, Optional, Sequence
 
 from autodl_design import records
 from autodl_design.arch import Architecture, Cell
+from autodl_design.config import Config
+from autodl_design.search.progress import fmt_number, summary_text
+from autodl_design.search.searchers import make_space
 
 REPORT_DIR = "report"
 STATUS_COLORS = {"ok": "tab:blue", "infeasible": "tab:red", "failed": "black",
@@ -31,7 +37,21 @@ def _num(v) -> Optional[float]:
     return None
 
 
+QUIET_LOGGERS = ("matplotlib", "PIL")  # their INFO lines would land in the search's output
+
+
+def _first_start(trials: List[Dict]) -> float:
+    """Unix time the first evaluation started: finish time minus its seconds (0 if unknown)."""
+    starts = []
+    for t in trials:
+        seconds = _num(t.get("seconds"))
+        starts.append(t["time"] - (seconds if seconds is not None else 0.0))
+    return min(starts)
+
+
 def _plt():
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,7 +72,7 @@ def pareto_front(points: Sequence[tuple]) -> List[int]:
 def plot_progress(trials: List[Dict], path: str):
     plt = _plt()
     trials = sorted(trials, key=lambda t: t["index"])
-    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    start = _first_start(trials)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for col, xkey in enumerate(("index", "time")):
         for row, (name, get) in enumerate((
@@ -181,84 +201,82 @@ def draw_cell(cell: Cell, title: str, path: str):
     plt.close(fig)
 
 
-def _fmt(v, pattern="%.4f"):
-    v = _num(v)
-    return pattern % v if v is not None else "n/a"
-
-
 def write_report(log_dir: str, top: int = 5) -> str:
     """Builds ``log_dir/report/``; returns the path of report.md.
 
     Raises:
-      ValueError: the folder holds no search records.
+      ValueError: the folder holds no search records, or its config.json is
+        missing or unreadable.
     """
-    trials_path = os.path.join(log_dir, records.TRIALS_FILE)
-    trials = records.read_trials(trials_path)
+    trials = records.read_trials(os.path.join(log_dir, records.TRIALS_FILE))
     if not trials:
         raise ValueError("%s holds no search records (no %s): run a search first"
-                         % (log_dir, trials_path))
-    config = {}
-    cfg_path = os.path.join(log_dir, records.CONFIG_FILE)
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            config = json.load(f)
-    cons = config.get("constraints", {})
-    named = {"params": cons.get("max_params", 0), "flops": cons.get("max_flops", 0),
-             "latency_ms": cons.get("max_latency_ms", 0),
-             "memory_mb": cons.get("max_memory_mb", 0)}
-    bounds = {k: v for k, v in named.items() if v and v > 0}
+                         % (log_dir, os.path.join(log_dir, records.TRIALS_FILE)))
+    config = read_config(log_dir)
+    space = make_space(config)
     out = os.path.join(log_dir, REPORT_DIR)
     os.makedirs(out, exist_ok=True)
     plot_progress(trials, os.path.join(out, "progress.png"))
-    plot_tradeoffs(trials, bounds, os.path.join(out, "tradeoffs.png"))
+    plot_tradeoffs(trials, config.constraints.bounds(), os.path.join(out, "tradeoffs.png"))
     state = records.RunState(trials)
-    best = state.best
-    lines = ["# Search report: %s" % os.path.abspath(log_dir), ""]
-    counts = {s: sum(t["status"] == s for t in trials) for s in records.STATUSES}
-    start = min(t["time"] - (_num(t.get("seconds")) or 0.0) for t in trials)
+    start = _first_start(trials)
     wall = max(t["time"] for t in trials) - start
-    search = config.get("search", {})
-    lines += ["| setting | value |", "|---|---|",
-              "| searcher | %s |" % search.get("searcher", "?"),
-              "| evaluations | %d (ok %d, failed %d, infeasible %d, duplicates %d) |"
-              % (len(trials), counts["ok"], counts["failed"], counts["infeasible"],
-                 counts["duplicate"]),
-              "| wall time | %.0f s (%.1f evaluations/hour) |"
-              % (wall, len(trials) / (wall / 3600.0) if wall > 0 else 0.0),
-              "| constraints | %s |" % (", ".join("%s <= %g" % kv for kv in bounds.items())
-                                        + " (%s mode)" % cons.get("mode", "hard")
-                                        if bounds else "none"),
-              "| latency source | %s |" % _latency_source(trials), ""]
-    lines += ["![progress](progress.png)", "", "![accuracy vs cost](tradeoffs.png)", ""]
-    if best is None:
-        lines += ["**There are no possible architecture satisfying constraints!**", ""]
-    else:
-        arch = Architecture.from_dict(best["arch"])
-        draw_cell(arch.normal, "best normal cell (#%d)" % best["index"],
-                  os.path.join(out, "best_normal_cell.png"))
-        draw_cell(arch.reduction, "best reduction cell (#%d)" % best["index"],
-                  os.path.join(out, "best_reduction_cell.png"))
-        lines += ["## Best architecture: #%d" % best["index"], "",
-                  "![best normal cell](best_normal_cell.png)", "",
-                  "![best reduction cell](best_reduction_cell.png)", "",
-                  "```json", arch.to_json().rstrip(), "```", ""]
-    ranked = sorted((t for t in trials if t["status"] == "ok" and _num(t["reward"]) is not None),
-                    key=lambda t: (-t["reward"], t["index"]))[:top]
-    if ranked:
-        lines += ["## Top %d candidates" % len(ranked), "",
-                  "| # | reward | val acc | test acc | params | FLOPs | latency ms | memory MB "
-                  "| feasible |", "|---|---|---|---|---|---|---|---|---|"]
-        for t in ranked:
-            m = t["metrics"]
-            lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                t["index"], _fmt(t["reward"]), _fmt(m.get("val_accuracy")),
-                _fmt(m.get("test_accuracy")), _fmt(m.get("params"), "%d"),
-                _fmt(m.get("flops"), "%d"), _fmt(m.get("latency_ms"), "%.3f"),
-                _fmt(m.get("memory_mb"), "%.2f"), "yes" if t["feasible"] else "no"))
-        lines.append("")
+    lines = ["# Search report: %s" % os.path.abspath(log_dir), "",
+             "| setting | value |", "|---|---|",
+             "| searcher | %s |" % config.search.searcher,
+             "| latency source | %s |" % _latency_source(trials), "",
+             "```text", summary_text(config, space, state, wall), "```", "",
+             "![progress](progress.png)", "", "![accuracy vs cost](tradeoffs.png)", ""]
+    if state.best is not None:
+        lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
+    lines += _top_table(trials, top)
     path = os.path.join(out, "report.md")
     records.atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def read_config(log_dir: str) -> Config:
+    """The run's Config from ``log_dir/config.json``; ValueError naming the file if unusable."""
+    path = os.path.join(log_dir, records.CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Config.from_dict(json.load(f))
+    except FileNotFoundError:
+        raise ValueError("%s not found: the folder holds no complete search" % path) from None
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError("%s is unreadable (%s)" % (path, e)) from None
+
+
+def _best_section(candidate, index: int, out: str) -> List[str]:
+    """The best candidate's section: cell drawings (cell space) and its JSON."""
+    lines = ["## Best architecture: #%d" % index, ""]
+    if not isinstance(candidate, Architecture):  # another space: its JSON only
+        return lines + ["```json", records.dumps(candidate, indent=2), "```", ""]
+    draw_cell(candidate.normal, "best normal cell (#%d)" % index,
+              os.path.join(out, "best_normal_cell.png"))
+    draw_cell(candidate.reduction, "best reduction cell (#%d)" % index,
+              os.path.join(out, "best_reduction_cell.png"))
+    return lines + ["![best normal cell](best_normal_cell.png)", "",
+                    "![best reduction cell](best_reduction_cell.png)", "",
+                    "```json", candidate.to_json().rstrip(), "```", ""]
+
+
+def _top_table(trials: List[Dict], top: int) -> List[str]:
+    ranked = sorted((t for t in trials if t["status"] == "ok" and _num(t["reward"]) is not None),
+                    key=lambda t: (-t["reward"], t["index"]))[:top]
+    if not ranked:
+        return []
+    lines = ["## Top %d candidates" % len(ranked), "",
+             "| # | reward | val acc | test acc | params | FLOPs | latency ms | memory MB "
+             "| feasible |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in ranked:
+        m = t["metrics"]
+        lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            t["index"], fmt_number(t["reward"]), fmt_number(m.get("val_accuracy")),
+            fmt_number(m.get("test_accuracy")), fmt_number(m.get("params"), "%d"),
+            fmt_number(m.get("flops"), "%d"), fmt_number(m.get("latency_ms"), "%.3f"),
+            fmt_number(m.get("memory_mb"), "%.2f"), "yes" if t["feasible"] else "no"))
+    return lines + [""]
 
 
 def _latency_source(trials: List[Dict]) -> str:
@@ -268,18 +286,22 @@ def _latency_source(trials: List[Dict]) -> str:
 
 
 def main(argv=None) -> int:
+    """``python -m autodl_design.search.report [--log_dir] LOG_DIR``: (re)writes the report."""
+    from absl import app
     import flags  # the project's flags; --log_dir names the search folder
-    from autodl_design import cli
 
-    def run(_):
+    def run(args):
+        if len(args) > 2:
+            raise app.UsageError("one LOG_DIR at most, got %s" % " ".join(args[1:]))
         try:
-            path = write_report(flags.FLAGS.log_dir)
+            path = write_report(args[1] if len(args) == 2 else flags.FLAGS.log_dir)
         except (ValueError, OSError) as e:
             print("error: %s" % e, file=sys.stderr)
             return 2
         print("report written: %s" % path)
         return 0
-    cli.run(run, argv=argv)
+    from autodl_design import cli
+    return cli.run(run, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Searchers: who proposes the next architectures and learns from their rewards.
+"""Searchers: who proposes the next candidates and learns from their rewards.
 
-Every searcher has the same small interface, used by ``autodl_design.search``:
+Every searcher implements ``autodl_design.interfaces.Searcher``:
 
 * ``step``: learning steps taken so far (restored with the checkpoint);
-* ``propose(n) -> list[Architecture]``;
-* ``observe(archs, rewards)``: rewards in the same order, None for a failed
-  candidate (never learned from); increments ``step``;
+* ``propose(n) -> list[Candidate]``;
+* ``observe(candidates, rewards)``: rewards in the same order, None for a
+  failed candidate (never learned from); increments ``step``;
 * ``save(folder)`` / ``restore(folder)``: everything needed to continue
   exactly (weights, optimiser, baseline, random state), written atomically.
+
+Random search and evolution work on any ``SearchSpace``; the RL searcher's
+controller emits the cell space's vectors.
 """
 import os
 from typing import List, Optional, Sequence
@@ -15,9 +18,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from autodl_design import records
-from autodl_design.arch import Architecture
 from autodl_design.config import AgentConfig, Config
-from autodl_design.interfaces import Candidate, SearchSpace
+from autodl_design.interfaces import Candidate, Searcher, SearchSpace
 from autodl_design.spaces import CellSpace
 
 
@@ -34,7 +36,7 @@ class RandomSearcher:
     def propose(self, n: int) -> List[Candidate]:
         return [self.space.sample(self.rng) for _ in range(n)]
 
-    def observe(self, archs: Sequence[Architecture], rewards: Sequence[Optional[float]]):
+    def observe(self, archs: Sequence[Candidate], rewards: Sequence[Optional[float]]):
         self.step += 1
 
     def save(self, folder: str):
@@ -72,9 +74,9 @@ class EvolutionSearcher:
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.proposed = 0
-        self.population: List[tuple] = []  # (Architecture, reward), oldest first
+        self.population: List[tuple] = []  # (Candidate, reward), oldest first
 
-    def propose(self, n: int) -> List[Architecture]:
+    def propose(self, n: int) -> List[Candidate]:
         out = []
         for _ in range(n):
             if self.proposed < self.population_size or not self.population:
@@ -88,7 +90,7 @@ class EvolutionSearcher:
             self.proposed += 1
         return out
 
-    def observe(self, archs: Sequence[Architecture], rewards: Sequence[Optional[float]]):
+    def observe(self, archs: Sequence[Candidate], rewards: Sequence[Optional[float]]):
         for arch, r in zip(archs, rewards):
             if r is None:
                 continue
@@ -119,10 +121,17 @@ class RLSearcher:
 
     Failed candidates (reward None) are left out of the update; a batch in
     which every candidate failed still counts as a step, without learning.
+
+    Args:
+      space: encodes candidates into the controller's vectors.
+      agent: the controller's settings (its ops and nodes match ``space``).
+      seed: the controller's seed.
+      device: where the controller runs ('cpu' or 'gpu:N').
     """
 
-    def __init__(self, agent: AgentConfig, seed: int, device: str):
+    def __init__(self, space: SearchSpace, agent: AgentConfig, seed: int, device: str):
         from agent.agent import ControllerAgent  # imports Paddle and PARL
+        self.space = space
         self.agent = ControllerAgent.create(agent, seed, device)
         self.losses: List[float] = []
 
@@ -130,15 +139,15 @@ class RLSearcher:
     def step(self) -> int:
         return self.agent.step
 
-    def propose(self, n: int) -> List[Architecture]:
+    def propose(self, n: int) -> List[Candidate]:
         return self.agent.sample(n).archs
 
-    def observe(self, archs: Sequence[Architecture], rewards: Sequence[Optional[float]]):
+    def observe(self, archs: Sequence[Candidate], rewards: Sequence[Optional[float]]):
         keep = [k for k, r in enumerate(rewards) if r is not None]
         if not keep:
             self.agent.step += 1
             return
-        vectors = [archs[k].to_vectors(self.agent.ops) for k in keep]
+        vectors = [self.space.encode(archs[k]) for k in keep]
         tokens = np.stack([v[0] for v in vectors])
         adjvec = np.stack([v[1] for v in vectors])
         self.losses.append(self.agent.learn_from_rewards(
@@ -151,14 +160,20 @@ class RLSearcher:
         self.agent.restore(folder)
 
 
-def make_searcher(config: Config):
-    """The searcher named by ``config.search.searcher``."""
+def make_space(config: Config) -> SearchSpace:
+    """The search space of ``config`` (the cell space of ``config.agent``)."""
+    return CellSpace(config.agent.num_nodes, config.agent.ops)
+
+
+def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Searcher:
+    """The searcher named by ``config.search.searcher``, over ``space`` (default ``make_space``)."""
+    if space is None:
+        space = make_space(config)
     kind = config.search.searcher
-    space = CellSpace(config.agent.num_nodes, config.agent.ops)
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
     if kind == "rl":
-        return RLSearcher(config.agent, config.search.seed, config.devices.agent_device)
+        return RLSearcher(space, config.agent, config.search.seed, config.devices.agent_device)
     if kind == "evolution":
         return EvolutionSearcher(space, config.search.seed, config.search.population,
                                  config.search.sample_size)
