@@ -37,3 +37,21 @@ def test_a_broken_layer_is_reported(tmp_path):
                        env=dict(os.environ, PYTHONPATH=str(copy)))
     assert r.returncode != 0
     assert "autodl_design.ops -> autodl_design.search" in r.stdout
+
+
+def test_search_package_functions_are_short():
+    """The loop only schedules: no function of autodl_design/search/ is over 60 lines."""
+    import ast
+    folder = os.path.join(ROOT, "autodl_design", "search")
+    long = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append("%s:%s (%d lines)" % (name, node.name, lines))
+    assert not long, long
