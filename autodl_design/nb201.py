@@ -390,6 +390,119 @@ class TableEvaluator:
 
 
 # --------------------------------------------------------------------------
+# The paper's search protocol
+# --------------------------------------------------------------------------
+@dataclasses.dataclass
+class ProtocolResult:
+    """One search run under NAS-Bench-201's protocol.
+
+    Attributes:
+      best_row: table row of the best-reward feasible cell evaluated (-1: none).
+      test_acc: its ``test_acc_200ep`` (%), NaN when there is none.
+      val_acc: its ``val_acc_12ep`` (%), NaN when there is none.
+      evaluations: cells evaluated (each new feasible cell once).
+      proposals: cells proposed, repeated and infeasible ones included.
+      spent_s: simulated seconds spent (<= budget).
+      curve_t: float64 [E] simulated time after each evaluation.
+      curve_test: float64 [E] test accuracy of the best cell at that time.
+      stalled: True when ``max_idle_proposals`` free proposals in a row
+        ended the run before the budget.
+    """
+    best_row: int
+    test_acc: float
+    val_acc: float
+    evaluations: int
+    proposals: int
+    spent_s: float
+    curve_t: np.ndarray
+    curve_test: np.ndarray
+    stalled: bool
+
+    @property
+    def feasible(self) -> bool:
+        return self.best_row >= 0
+
+
+def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float = 12000.0,
+                 max_latency_ms: float = 0.0, latency_device: str = "raspi4",
+                 infeasible_reward: float = 0.0, max_idle_proposals: int = 1000) -> ProtocolResult:
+    """Runs one searcher under NAS-Bench-201's protocol (simulated time budget).
+
+    Each round the searcher proposes ``batch_size`` cells; in order, each is:
+
+    * over the latency bound (hard mode; ``max_latency_ms`` > 0): reward
+      ``infeasible_reward``, no cost (a real search never trains it) and
+      never the answer;
+    * evaluated before in this run: its reward again, no cost (reuse);
+    * new: costs ``12 * train_s_per_epoch + val_eval_s`` simulated seconds
+      and returns ``val_acc_12ep / 100``; a cell that would overrun the
+      budget ends the run unevaluated.
+
+    Then the searcher observes the round's rewards (all of them, up to the
+    cell that ended the run). The answer is the feasible evaluated cell with
+    the best reward (the first one on ties), reported by ``test_acc_200ep``.
+
+    Args:
+      searcher: a ``Searcher`` over ``NB201Space`` (candidates with ``tokens``).
+      table: the table.
+      batch_size: cells per ``propose`` call.
+      budget_s: simulated seconds (the paper: 12,000).
+      max_latency_ms: latency bound on ``latency_device`` (0 = none).
+      latency_device: ``raspi4`` or ``eyeriss``.
+      infeasible_reward: the reward of a cell over the bound.
+      max_idle_proposals: ends a run whose searcher proposed this many
+        free (repeated or infeasible) cells in a row; ``stalled`` says it
+        happened.
+
+    Returns:
+      A ProtocolResult.
+    """
+    val = table.columns["val_acc_12ep"]
+    test = table.columns["test_acc_200ep"]
+    cost = table.cost_s
+    feasible = (np.ones(len(table), bool) if max_latency_ms <= 0
+                else table.latency_ms(latency_device) <= max_latency_ms)
+    evaluated = set()
+    spent, proposals, idle = 0.0, 0, 0
+    best_row, best_val = -1, -np.inf
+    curve_t: List[float] = []
+    curve_test: List[float] = []
+    done = False
+    while not done:
+        if idle >= max_idle_proposals:
+            break
+        cands = searcher.propose(batch_size)
+        rows = table.rows(np.stack([c.tokens for c in cands]))
+        rewards: List[float] = []
+        for row in rows.tolist():
+            proposals += 1
+            idle += 1
+            if not feasible[row]:
+                rewards.append(infeasible_reward)
+                continue
+            if row not in evaluated:
+                if spent + cost[row] > budget_s:
+                    done = True
+                    break
+                spent += cost[row]
+                idle = 0
+                evaluated.add(row)
+                if val[row] > best_val:
+                    best_row, best_val = row, val[row]
+                curve_t.append(spent)
+                curve_test.append(test[best_row])
+            rewards.append(val[row] / 100.0)
+        if rewards:
+            searcher.observe(cands[:len(rewards)], rewards)
+    return ProtocolResult(
+        best_row=best_row, test_acc=float(test[best_row]) if best_row >= 0 else float("nan"),
+        val_acc=float(val[best_row]) if best_row >= 0 else float("nan"),
+        evaluations=len(evaluated), proposals=proposals, spent_s=spent,
+        curve_t=np.asarray(curve_t), curve_test=np.asarray(curve_test),
+        stalled=not done)
+
+
+# --------------------------------------------------------------------------
 # Controller settings for this space
 # --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
