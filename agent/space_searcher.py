@@ -10,7 +10,7 @@ from autodl_design import records
 from autodl_design.config import AgentConfig
 from autodl_design.interfaces import Candidate, SearchSpace
 
-ADVANTAGES = ("baseline", "normalize", "rank")
+ADVANTAGES = ("baseline", "normalize", "rank", "quantile")
 
 
 def batch_advantages(rewards: np.ndarray, kind: str) -> np.ndarray:
@@ -51,7 +51,9 @@ class SpaceRLSearcher:
         must be "identity"; ``ops``/``num_nodes`` are not used).
       seed: seeds the controller weights and its sampling.
       advantage: "baseline" (``r - b``, the agent's moving-average
-        baseline), "normalize" or "rank" (``batch_advantages``).
+        baseline), "normalize" or "rank" (``batch_advantages``), or
+        "quantile" (the share of all rewards observed so far, this batch
+        included, below r, minus 0.5: the run's median is the baseline).
       reward_scale: rewards are multiplied by this first.
       ppo_epochs: 1 = one REINFORCE step per batch; k > 1 = k steps of the
         clipped PPO objective on the batch.
@@ -82,6 +84,7 @@ class SpaceRLSearcher:
         self.unique = bool(unique)
         self.unique_tries = int(unique_tries)
         self.seen = set()
+        self.history: List[float] = []
         self.losses: List[float] = []
 
     @property
@@ -119,6 +122,12 @@ class SpaceRLSearcher:
         r = self.reward_scale * np.asarray([rewards[k] for k in keep], np.float64)
         if self.advantage == "baseline":
             adv = self.agent.update_baseline(r)
+        elif self.advantage == "quantile":
+            self.history.extend(r.tolist())
+            past = np.sort(np.asarray(self.history))
+            below = np.searchsorted(past, r, side="left")
+            upto = np.searchsorted(past, r, side="right")
+            adv = (below + upto) / (2.0 * past.size) - 0.5
         else:
             adv = batch_advantages(r, self.advantage)
         if self.ppo_epochs == 1:
@@ -134,9 +143,11 @@ class SpaceRLSearcher:
     def save(self, folder: str):
         self.agent.save(os.path.join(folder, "agent"))
         records.atomic_write_json(os.path.join(folder, self.STATE_FILE),
-                                  {"seen": sorted(self.seen)})
+                                  {"seen": sorted(self.seen), "history": self.history})
 
     def restore(self, folder: str):
         self.agent.restore(os.path.join(folder, "agent"))
         with open(os.path.join(folder, self.STATE_FILE)) as f:
-            self.seen = set(json.load(f)["seen"])
+            state = json.load(f)
+        self.seen = set(state["seen"])
+        self.history = list(state["history"])

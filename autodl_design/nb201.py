@@ -425,7 +425,7 @@ class ProtocolResult:
 
 def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float = 12000.0,
                  max_latency_ms: float = 0.0, latency_device: str = "raspi4",
-                 infeasible_reward: float = 0.0, max_idle_proposals: int = 1000) -> ProtocolResult:
+                 infeasible_reward: float = 0.0, max_idle_proposals: int = 300) -> ProtocolResult:
     """Runs one searcher under NAS-Bench-201's protocol (simulated time budget).
 
     Each round the searcher proposes ``batch_size`` cells; in order, each is:
@@ -514,7 +514,8 @@ class ControllerSettings:
         tanh_constant, entropy_weight: as ``AgentConfig``.
       batch_size: cells sampled per controller update.
       advantage: "baseline" (r - moving average), "normalize" ((r - batch
-        mean) / batch std) or "rank" (centred ranks in [-0.5, 0.5]).
+        mean) / batch std), "rank" (centred ranks in the batch, in [-0.5,
+        0.5]) or "quantile" (r's quantile among all rewards of the run - 0.5).
       reward_scale: rewards are multiplied by this before the advantage
         (val accuracy as a fraction; matters for "baseline" only).
       ppo_epochs: gradient steps per batch; more than 1 uses the clipped
@@ -550,5 +551,6 @@ class ControllerSettings:
 
 # AutoDL Design's defaults (AgentConfig) as the starting point of the tuning.
 DEFAULT_CONTROLLER = ControllerSettings()
-# The tuned settings (docs/nb201.md); replaced once the tuning is done.
-NB201_CONTROLLER = ControllerSettings()
+# The tuned settings (docs/nb201.md).
+NB201_CONTROLLER = ControllerSettings(learning_rate=0.03, advantage="rank", ppo_epochs=8,
+                                      unique=True)

@@ -67,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="JSON overrides of nb201.NB201_CONTROLLER, e.g. '{\"learning_rate\": 0.01}'.")
     p.add_argument("--population", type=int, default=10, help="Evolution population.")
     p.add_argument("--sample_size", type=int, default=3, help="Evolution tournament size.")
-    p.add_argument("--max_idle_proposals", type=int, default=1000,
+    p.add_argument("--max_idle_proposals", type=int, default=300,
                    help="Ends a run after this many free (repeated/infeasible) proposals in a row.")
     p.add_argument("--no_plot", action="store_true", help="Skip the PNG.")
     args = p.parse_args(argv)
