@@ -1,5 +1,10 @@
 """The controller agent: samples architectures, keeps the reward baseline, learns, checkpoints.
 
+Other search spaces (``create_for_space``): any ``SearchSpace`` whose
+``encode`` gives T tokens over one list of K ops and A adjacency bits, e.g.
+NAS-Bench-201 (T = 6, K = 5, A = 0); ``Sample.archs`` are then the space's
+candidates (``space.decode``).
+
 Typical use (one controller step)::
 
     agent = ControllerAgent.create(config.agent, seed=0, device=config.devices.agent_device)
@@ -21,17 +26,19 @@ import shutil
 import tempfile
 import time
 import warnings
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from agent.algorithm import Reinforce
-from agent.model import ControllerModel
+from agent.model import ControllerModel, cell_groups
 from autodl_design.backend import paddle, parl
 from autodl_design.arch import Architecture
 from autodl_design.config import AgentConfig
 from autodl_design.ops import parse_ops
 from autodl_design.devices import use_device
+from autodl_design.interfaces import SearchSpace
+from autodl_design.spaces import CellSpace
 
 CHECKPOINT_FORMAT = "autodl-design-agent/1"
 ADVANTAGES = ("identity", "cube")
@@ -39,9 +46,34 @@ ADVANTAGES = ("identity", "cube")
 
 class Sample(NamedTuple):
     """A sampled batch: flat vectors (arch.py order) and the architectures."""
-    tokens: np.ndarray       # int32 [B, 2N]
-    adjvec: np.ndarray       # int32 [B, N(N-1)]
-    archs: List[Architecture]
+    tokens: np.ndarray       # int32 [B, T] (cells: T = 2N)
+    adjvec: np.ndarray       # int32 [B, A] (cells: A = N(N-1))
+    archs: List[Any]         # Architecture, or the space's candidates
+
+
+def space_layout(space: SearchSpace) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """(ops, groups) of the controller for ``space``: the K token choices and the bits per token.
+
+    The token decisions are the first T of ``space.decisions()`` (T from
+    ``encode``) and must share one list of choices; a ``CellSpace`` gets the
+    cell layout, any other space must have no adjacency bits (A = 0).
+
+    Raises:
+      ValueError: the space does not fit the controller.
+    """
+    tokens, adjvec = space.encode(space.sample(np.random.default_rng(0)))
+    t, a = int(np.asarray(tokens).size), int(np.asarray(adjvec).size)
+    decisions = list(space.decisions())
+    ops = tuple(decisions[0].choices) if t else ()
+    if not t or any(tuple(d.choices) != ops for d in decisions[:t]):
+        raise ValueError("space %r: the controller needs token decisions sharing one op list"
+                         % space.name)
+    if isinstance(space, CellSpace):
+        return ops, cell_groups(space.num_nodes)
+    if a:
+        raise ValueError("space %r has %d adjacency bits but no controller layout for them"
+                         % (space.name, a))
+    return ops, (0,) * t
 
 
 def advantage_transform(centered: np.ndarray, kind: str) -> np.ndarray:
@@ -58,10 +90,13 @@ class ControllerAgent(parl.Agent):
 
     Args:
       algorithm: a ``Reinforce`` holding the controller model.
-      config: the agent settings (``ops`` empty means all registry ops).
+      config: the agent settings (``ops`` empty means all registry ops;
+        ``num_nodes`` and ``ops`` are not used with ``space``).
       seed: seeds the sampling generator (numpy PCG64); with the model built
         from the same seed (``create`` does this) the samples and learning
         curves are identical run to run on CPU.
+      space: the search space the model was built for (``space_layout``);
+        None = AutoDL Design's cell space of ``config``.
 
     Attributes:
       ops: the op names tokens index into (tuple of str).
@@ -70,18 +105,27 @@ class ControllerAgent(parl.Agent):
       step: number of ``learn``/``learn_from_rewards`` updates made.
     """
 
-    def __init__(self, algorithm: Reinforce, config: AgentConfig, seed: int = 0):
+    def __init__(self, algorithm: Reinforce, config: AgentConfig, seed: int = 0,
+                 space: Optional[SearchSpace] = None):
         super().__init__(algorithm)
         if config.advantage not in ADVANTAGES:
             raise ValueError("unknown advantage %r: use one of %s"
                              % (config.advantage, ", ".join(ADVANTAGES)))
         self.config = config
-        self.ops = tuple(parse_ops(config.ops))
+        self.space = space
         model = algorithm.model
-        if model.num_nodes != config.num_nodes or model.num_tokens != len(self.ops):
-            raise ValueError("model has %d nodes and %d tokens but the config asks for %d and %d"
-                             % (model.num_nodes, model.num_tokens, config.num_nodes,
-                                len(self.ops)))
+        if space is None:
+            self.ops = tuple(parse_ops(config.ops))
+            if model.num_nodes != config.num_nodes or model.num_tokens != len(self.ops):
+                raise ValueError("model has %s nodes and %d tokens but the config asks for %d "
+                                 "and %d" % (model.num_nodes, model.num_tokens, config.num_nodes,
+                                             len(self.ops)))
+        else:
+            self.ops, groups = space_layout(space)
+            if model.groups != groups or model.num_tokens != len(self.ops):
+                raise ValueError("model has layout %s over %d tokens but space %r needs %s over %d"
+                                 % (list(model.groups), model.num_tokens, space.name,
+                                    list(groups), len(self.ops)))
         self.seed = int(seed)
         self.rng = np.random.Generator(np.random.PCG64([self.seed, 1]))
         self.baseline: Optional[float] = None
@@ -105,6 +149,23 @@ class ControllerAgent(parl.Agent):
         alg = Reinforce(model, config.learning_rate, config.entropy_weight)
         return cls(alg, config, seed)
 
+    @classmethod
+    def create_for_space(cls, config: AgentConfig, space: SearchSpace,
+                         seed: int = 0) -> "ControllerAgent":
+        """Like ``create``, for any space ``space_layout`` accepts (``config.ops``/``num_nodes`` unused).
+
+        For a ``CellSpace`` of ``config``'s nodes and ops the agent samples
+        exactly what ``create``'s does.
+        """
+        use_device(config.device)
+        ops, groups = space_layout(space)
+        num_nodes = space.num_nodes if isinstance(space, CellSpace) else None
+        model = ControllerModel(num_nodes, len(ops), config.hidden_size, config.num_layers,
+                                config.temperature, config.tanh_constant, seed=seed,
+                                groups=None if num_nodes else groups)
+        alg = Reinforce(model, config.learning_rate, config.entropy_weight)
+        return cls(alg, config, seed, space)
+
     # ------------------------------------------------------------ sampling
     @property
     def num_nodes(self) -> int:
@@ -117,15 +178,21 @@ class ControllerAgent(parl.Agent):
           batch_size: architectures to sample (default ``config.batch_size``).
 
         Returns:
-          ``Sample(tokens int32 [B, 2N], adjvec int32 [B, N(N-1)], archs)``
-          with ``archs[b] == Architecture.from_vectors(tokens[b], adjvec[b], ops)``.
+          ``Sample(tokens int32 [B, T], adjvec int32 [B, A], archs)`` (cells:
+          T = 2N, A = N(N-1)) with ``archs[b] ==
+          Architecture.from_vectors(tokens[b], adjvec[b], ops)``, or
+          ``space.decode(tokens[b], adjvec[b])`` with a space.
         """
         b = self.config.batch_size if batch_size is None else int(batch_size)
-        n = self.num_nodes
-        u_tokens = self.rng.random((b, 2 * n))
-        u_adj = self.rng.random((b, n * (n - 1)))
+        model = self.alg.model
+        u_tokens = self.rng.random((b, model.num_token_decisions))
+        u_adj = self.rng.random((b, model.num_bits))
         tokens, adjvec = self.alg.sample(u_tokens, u_adj)
-        archs = [Architecture.from_vectors(tokens[i], adjvec[i], self.ops) for i in range(b)]
+        if self.space is None:
+            archs = [Architecture.from_vectors(tokens[i], adjvec[i], self.ops)
+                     for i in range(b)]
+        else:
+            archs = [self.space.decode(tokens[i], adjvec[i]) for i in range(b)]
         return Sample(tokens, adjvec, archs)
 
     def predict(self, batch_size: Optional[int] = None) -> Sample:
@@ -139,14 +206,16 @@ class ControllerAgent(parl.Agent):
 
     # ------------------------------------------------------------ learning
     def _check_vectors(self, tokens, adjvec):
-        n = self.num_nodes
+        t, a = self.alg.model.num_token_decisions, self.alg.model.num_bits
         tokens = np.asarray(tokens)
         adjvec = np.asarray(adjvec)
-        if tokens.ndim != 2 or tokens.shape[1] != 2 * n:
-            raise ValueError("tokens must have shape [B, %d], got %s" % (2 * n, tokens.shape))
-        if adjvec.shape != (tokens.shape[0], n * (n - 1)):
+        if tokens.ndim != 2 or tokens.shape[1] != t:
+            raise ValueError("tokens must have shape [B, %d], got %s" % (t, tokens.shape))
+        if adjvec.size == 0 and a == 0:
+            adjvec = adjvec.reshape(tokens.shape[0], 0)
+        if adjvec.shape != (tokens.shape[0], a):
             raise ValueError("adjvec must have shape [%d, %d], got %s"
-                             % (tokens.shape[0], n * (n - 1), adjvec.shape))
+                             % (tokens.shape[0], a, adjvec.shape))
         if tokens.size and (tokens.min() < 0 or tokens.max() >= len(self.ops)):
             raise ValueError("tokens must lie in [0, %d)" % len(self.ops))
         if adjvec.size and not np.all((adjvec == 0) | (adjvec == 1)):
@@ -157,7 +226,7 @@ class ControllerAgent(parl.Agent):
         """One REINFORCE update with the given advantages (baseline untouched).
 
         Args:
-          tokens: int [B, 2N]; adjvec: int [B, N(N-1)]; advantages: float [B].
+          tokens: int [B, T]; adjvec: int [B, A]; advantages: float [B].
 
         Returns:
           The loss before the update (float).
@@ -205,8 +274,12 @@ class ControllerAgent(parl.Agent):
     # ------------------------------------------------------------ checkpoints
     def _identity(self) -> dict:
         c = self.config
-        return {"num_nodes": c.num_nodes, "ops": list(self.ops), "hidden_size": c.hidden_size,
-                "num_layers": c.num_layers}
+        if self.alg.model.num_nodes is None:
+            return {"space": self.space.name, "groups": list(self.alg.model.groups),
+                    "ops": list(self.ops), "hidden_size": c.hidden_size,
+                    "num_layers": c.num_layers}
+        return {"num_nodes": self.alg.model.num_nodes, "ops": list(self.ops),
+                "hidden_size": c.hidden_size, "num_layers": c.num_layers}
 
     def save(self, path: str):
         """Writes weights, Adam state, baseline, step and RNG state to directory ``path``.

@@ -67,3 +67,35 @@ class Reinforce(parl.Algorithm):
         with paddle.utils.unique_name.guard("controller_opt_"):
             self.optimizer.step()
         return float(loss), float(mean_ent)
+
+    def learn_clipped(self, tokens: np.ndarray, adjvec: np.ndarray, advantages: np.ndarray,
+                      old_log_prob: np.ndarray, clip: float) -> Tuple[float, float]:
+        """One Adam step on PPO's clipped objective (Schulman et al., 2017).
+
+        ``loss = -mean_b[min(rho_b * A_b, clip(rho_b, 1 - eps, 1 + eps) * A_b)]
+        - entropy_weight * mean_b[entropy_b]`` with ``rho_b = pi(x_b) /
+        pi_old(x_b)``; repeated on one batch it takes several bounded steps.
+
+        Args:
+          tokens: int [B, T]; adjvec: int [B, A] (flat controller order).
+          advantages: float [B].
+          old_log_prob: float [B], log pi_old of the batch (when sampled).
+          clip: eps > 0.
+
+        Returns:
+          (loss, mean entropy) as Python floats, before the update.
+        """
+        logp, ent = self.model.log_prob_entropy(tokens, adjvec)
+        adv = paddle.to_tensor(np.asarray(advantages, np.float32).reshape(-1))
+        old = paddle.to_tensor(np.asarray(old_log_prob, np.float32).reshape(-1))
+        ratio = paddle.exp(logp - old)
+        clipped = paddle.clip(ratio, 1.0 - clip, 1.0 + clip)
+        loss = -paddle.minimum(ratio * adv, clipped * adv).mean()
+        mean_ent = ent.mean()
+        if self.entropy_weight:
+            loss = loss - self.entropy_weight * mean_ent
+        self.optimizer.clear_grad()
+        loss.backward()
+        with paddle.utils.unique_name.guard("controller_opt_"):
+            self.optimizer.step()
+        return float(loss), float(mean_ent)

@@ -21,11 +21,19 @@ squashed to ``tanh(l / temperature) * tanh_constant``; tokens are categorical
 over these logits, adjacency bits independent Bernoulli with
 ``p = sigmoid(logit)``.
 
+Other spaces (``groups``): the same LSTM over any sequence of T token
+decisions over K ops where token t is preceded by ``groups[t]`` adjacency
+bits (one adjacency step, skipped when ``groups[t] == 0``); the cell layout
+above is ``groups = cell_groups(N) = (0, 1, .., N-1) * 2`` and
+NAS-Bench-201's is ``(0,) * 6`` (T = 6, K = 5, no bits). The first step's
+input is zeros and every later input is the previous decision fed back;
+``W = max(groups)`` is the adjacency head width and ``D = max(K, W)``.
+
 Sampling takes the randomness as uniforms drawn by the caller (the agent's
 seeded numpy generator), which makes a sample a pure function of the weights
 and the uniforms: token = the inverse CDF of the softmax at u, bit = u < p.
 """
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,11 +42,16 @@ from autodl_design.backend import paddle, parl
 F = paddle.nn.functional
 
 
+def cell_groups(num_nodes: int) -> Tuple[int, ...]:
+    """Adjacency bits before each token of the two-cell layout: ``(0, 1, .., N-1) * 2``."""
+    return tuple(range(num_nodes)) * 2
+
+
 class ControllerModel(parl.Model):
     """LSTM policy over (tokens, adjacency bits) of a normal and a reduction cell.
 
     Args:
-      num_nodes: N, nodes per cell (>= 2).
+      num_nodes: N, nodes per cell (>= 2); None with ``groups``.
       num_tokens: K, ops the token heads choose from (>= 1).
       hidden_size: H, LSTM hidden size.
       num_layers: LSTM layers.
@@ -46,43 +59,65 @@ class ControllerModel(parl.Model):
       tanh_constant: C in ``tanh(l / T) * C``.
       seed: seeds the weight initialisation (a numpy generator; Paddle's global
         RNG is not used, so two models built with the same seed are equal).
+      groups: instead of ``num_nodes``, the adjacency bits before each of the
+        T token decisions (int [T], >= 0); ``cell_groups(N)`` is the same
+        model as ``num_nodes=N``.
 
     Parameters (all float32): ``lstm`` (``paddle.nn.LSTM``, input D = max(K,
     N-1), weights U(-0.1, 0.1) and biases 0 as AutoDL Design's LstmUnit),
     ``token_w`` [2N, H, K], ``token_b`` [2N, 1, K], ``adj_w`` [2(N-1), H, N-1],
     ``adj_b`` [2(N-1), 1, N-1] (weights truncated normal with std sqrt(2/H)
-    as AutoDL Design's heads, biases 0).
+    as AutoDL Design's heads, biases 0). With ``groups``: ``token_w`` [T, H,
+    K], ``adj_w`` [G, H, W] for the G non-zero groups (no adjacency
+    parameters when G = 0).
+
+    Attributes:
+      groups: int tuple [T], adjacency bits before each token.
+      num_token_decisions: T; num_bits: A = sum(groups).
     """
 
-    def __init__(self, num_nodes: int, num_tokens: int, hidden_size: int = 64,
+    def __init__(self, num_nodes: Optional[int], num_tokens: int, hidden_size: int = 64,
                  num_layers: int = 2, temperature: float = 5.0, tanh_constant: float = 2.5,
-                 seed: int = 0):
+                 seed: int = 0, groups: Optional[Sequence[int]] = None):
         # A fixed name scope keeps parameter names (and so the keys of the
         # optimizer's state) the same in every process, whatever was built before.
         with paddle.utils.unique_name.guard("controller_"):
             super().__init__()
             self._build(num_nodes, num_tokens, hidden_size, num_layers, temperature,
-                        tanh_constant)
+                        tanh_constant, groups)
         self._init_weights(np.random.default_rng([seed, 0]))
         self._build_index()
 
     def _build(self, num_nodes, num_tokens, hidden_size, num_layers, temperature,
-               tanh_constant):
-        if num_nodes < 2:
-            raise ValueError("num_nodes must be at least 2, got %d" % num_nodes)
+               tanh_constant, groups):
+        if (num_nodes is None) == (groups is None):
+            raise ValueError("give either num_nodes or groups, not %s"
+                             % ("both" if groups is not None else "neither"))
+        if num_nodes is not None:
+            if num_nodes < 2:
+                raise ValueError("num_nodes must be at least 2, got %d" % num_nodes)
+            groups = cell_groups(num_nodes)
+        groups = tuple(int(g) for g in groups)
+        if not groups or min(groups) < 0:
+            raise ValueError("groups must be a non-empty list of bit counts >= 0, got %s"
+                             % list(groups))
         if num_tokens < 1:
             raise ValueError("num_tokens must be at least 1, got %d" % num_tokens)
-        n, k, h = num_nodes, num_tokens, hidden_size
-        self.num_nodes, self.num_tokens = n, k
+        k, h = num_tokens, hidden_size
+        self.num_nodes, self.num_tokens, self.groups = num_nodes, k, groups
+        self.num_token_decisions, self.num_bits = len(groups), sum(groups)
+        self.adj_width = max(groups)
+        num_heads = sum(g > 0 for g in groups)
         self.hidden_size, self.num_layers = h, num_layers
         self.temperature, self.tanh_constant = float(temperature), float(tanh_constant)
-        self.input_size = max(k, n - 1)
-        self.num_steps = 2 * (2 * n - 1)
+        self.input_size = max(k, self.adj_width)
+        self.num_steps = len(groups) + num_heads
         self.lstm = paddle.nn.LSTM(self.input_size, h, num_layers)
-        self.token_w = self.create_parameter([2 * n, h, k])
-        self.token_b = self.create_parameter([2 * n, 1, k], is_bias=True)
-        self.adj_w = self.create_parameter([2 * (n - 1), h, n - 1])
-        self.adj_b = self.create_parameter([2 * (n - 1), 1, n - 1], is_bias=True)
+        self.token_w = self.create_parameter([len(groups), h, k])
+        self.token_b = self.create_parameter([len(groups), 1, k], is_bias=True)
+        if num_heads:
+            self.adj_w = self.create_parameter([num_heads, h, self.adj_width])
+            self.adj_b = self.create_parameter([num_heads, 1, self.adj_width], is_bias=True)
 
     # ------------------------------------------------------------------ setup
     def _init_weights(self, rng: np.random.Generator):
@@ -104,26 +139,28 @@ class ControllerModel(parl.Model):
 
     def _build_index(self):
         """Index arrays mapping flat vectors to sequence steps and heads."""
-        n = self.num_nodes
-        cell_steps = 2 * n - 1
         # Output step of each token (flat order) and of each adjacency head.
-        self.token_steps = np.array([c * cell_steps + 2 * j for c in range(2) for j in range(n)])
-        self.adj_steps = np.array([c * cell_steps + 2 * j - 1 for c in range(2)
-                                   for j in range(1, n)])
+        token_steps, adj_steps, heads, cols = [], [], [], []
+        step = 0
+        for g in self.groups:
+            if g:
+                # Each adjacency bit of the flat adjvec: its head and column.
+                heads.extend([len(adj_steps)] * g)
+                cols.extend(range(g))
+                adj_steps.append(step)
+                step += 1
+            token_steps.append(step)
+            step += 1
+        self.token_steps = np.array(token_steps)
+        self.adj_steps = np.array(adj_steps, np.int64)
         # Input steps fed with a token one-hot: step s+1 after each token
         # output s, except the very last token (nothing follows it).
         self.token_input_steps = self.token_steps[:-1] + 1
-        # Each adjacency bit of the flat adjvec: its head, its column and the
-        # input step it is fed back at (the step after the head's output).
-        heads, cols = [], []
-        for c in range(2):
-            for j in range(1, n):
-                heads.extend([c * (n - 1) + j - 1] * j)
-                cols.extend(range(j))
-        self.bit_head = np.array(heads)
-        self.bit_col = np.array(cols)
+        # The input step a bit is fed back at: the step after its head's output.
+        self.bit_head = np.array(heads, np.int64)
+        self.bit_col = np.array(cols, np.int64)
         self.bit_input_step = self.adj_steps[self.bit_head] + 1
-        mask = np.zeros([2 * (n - 1), 1, n - 1], np.float32)
+        mask = np.zeros([len(adj_steps), 1, self.adj_width], np.float32)
         mask[self.bit_head, 0, self.bit_col] = 1
         self.adj_mask = mask
 
@@ -136,11 +173,12 @@ class ControllerModel(parl.Model):
         """Teacher-forcing input sequence for given decisions.
 
         Args:
-          tokens: int [B, 2N], flat token order (normal cell then reduction).
-          adjvec: int [B, N(N-1)], flat adjacency order (see autodl_design.arch).
+          tokens: int [B, T] (T = 2N), flat token order (normal cell then reduction).
+          adjvec: int [B, A] (A = N(N-1)), flat adjacency order (see autodl_design.arch).
 
         Returns:
-          float32 [B, 2(2N-1), D]: the LSTM input at every step, as in sampling.
+          float32 [B, S, D] (S = 2(2N-1) for cells): the LSTM input at every
+          step, as in sampling.
         """
         b = tokens.shape[0]
         x = np.zeros([b, self.num_steps, self.input_size], np.float32)
@@ -150,9 +188,8 @@ class ControllerModel(parl.Model):
         return x
 
     def adj_bits(self, adjvec: np.ndarray) -> np.ndarray:
-        """float32 [2(N-1), B, N-1]: adjvec laid out per head, zero beyond column j."""
-        out = np.zeros([2 * (self.num_nodes - 1), adjvec.shape[0], self.num_nodes - 1],
-                       np.float32)
+        """float32 [G, B, W] (cells: [2(N-1), B, N-1]): adjvec per head, zero beyond its width."""
+        out = np.zeros([len(self.adj_steps), adjvec.shape[0], self.adj_width], np.float32)
         out[self.bit_head, :, self.bit_col] = adjvec.T
         return out
 
@@ -161,17 +198,20 @@ class ControllerModel(parl.Model):
         """Head logits for a whole teacher-forced sequence.
 
         Args:
-          inputs: float32 tensor [B, 2(2N-1), D] from ``build_inputs``.
+          inputs: float32 tensor [B, S, D] from ``build_inputs``.
 
         Returns:
-          (token_logits [2N, B, K], adj_logits [2(N-1), B, N-1]) float32,
-          squashed; adjacency logits beyond column j of node j are unused.
+          (token_logits [T, B, K], adj_logits [G, B, W]) float32 (cells: T =
+          2N, G = 2(N-1), W = N-1), squashed; adjacency logits beyond column
+          j of node j are unused; adj_logits is None when there are no bits.
         """
         out, _ = self.lstm(inputs)                     # [B, S, H]
         out = paddle.transpose(out, [1, 0, 2])         # [S, B, H]
         tok_h = paddle.gather(out, paddle.to_tensor(self.token_steps))
-        adj_h = paddle.gather(out, paddle.to_tensor(self.adj_steps))
         token_logits = self.squash(paddle.bmm(tok_h, self.token_w) + self.token_b)
+        if not self.num_bits:
+            return token_logits, None
+        adj_h = paddle.gather(out, paddle.to_tensor(self.adj_steps))
         adj_logits = self.squash(paddle.bmm(adj_h, self.adj_w) + self.adj_b)
         return token_logits, adj_logits
 
@@ -179,11 +219,11 @@ class ControllerModel(parl.Model):
         """Log-probability and entropy of given architectures under the policy.
 
         Args:
-          tokens: int [B, 2N]; adjvec: int [B, N(N-1)] (flat controller order).
+          tokens: int [B, T]; adjvec: int [B, A] (flat controller order).
 
         Returns:
           (log_prob, entropy): float32 tensors [B] (differentiable). The
-          entropy is the sum over the 2N token and N(N-1) Bernoulli decisions
+          entropy is the sum over the T token and A Bernoulli decisions
           of each decision's entropy at the visited states.
         """
         tokens = np.asarray(tokens, np.int64)
@@ -194,6 +234,8 @@ class ControllerModel(parl.Model):
         idx = paddle.to_tensor(tokens.T[:, :, None])
         logp_tok = paddle.take_along_axis(logp_all, idx, axis=-1).squeeze(-1).sum(0)
         ent_tok = -(paddle.exp(logp_all) * logp_all).sum([0, 2])
+        if adj_logits is None:
+            return logp_tok, ent_tok
         bits = paddle.to_tensor(self.adj_bits(adjvec))
         mask = paddle.to_tensor(self.adj_mask)
         # log p(bit) = -BCE(logit, bit); log sigmoid(l) = -softplus(-l).
@@ -209,14 +251,14 @@ class ControllerModel(parl.Model):
         """Samples B architectures step by step, feeding each decision back.
 
         Args:
-          u_tokens: float [B, 2N] uniforms in [0, 1), one per token.
-          u_adj: float [B, N(N-1)] uniforms in [0, 1), one per adjacency bit,
-            in flat adjvec order.
+          u_tokens: float [B, T] uniforms in [0, 1), one per token (T = 2N).
+          u_adj: float [B, A] uniforms in [0, 1), one per adjacency bit,
+            in flat adjvec order (A = N(N-1)).
 
         Returns:
-          (tokens int32 [B, 2N], adjvec int32 [B, N(N-1)]) in flat order.
+          (tokens int32 [B, T], adjvec int32 [B, A]) in flat order.
         """
-        n, k, d = self.num_nodes, self.num_tokens, self.input_size
+        k, d = self.num_tokens, self.input_size
         b = u_tokens.shape[0]
         ut = paddle.to_tensor(np.asarray(u_tokens, np.float32))
         ua = paddle.to_tensor(np.asarray(u_adj, np.float32))
@@ -224,27 +266,27 @@ class ControllerModel(parl.Model):
                  paddle.zeros([self.num_layers, b, self.hidden_size]))
         x = paddle.zeros([b, 1, d])
         tokens, bits_out = [], []
-        bit_pos = 0
-        for c in range(2):
-            for j in range(n):
-                if j > 0:
-                    out, state = self.lstm(x, state)
-                    head = c * (n - 1) + j - 1
-                    raw = paddle.matmul(out[:, 0], self.adj_w[head, :, :j]) + self.adj_b[head, :, :j]
-                    p = F.sigmoid(self.squash(raw))
-                    bits = paddle.cast(ua[:, bit_pos:bit_pos + j] < p, "float32")
-                    bit_pos += j
-                    bits_out.append(bits)
-                    x = F.pad(bits, [0, d - j]).unsqueeze(1) if j < d else bits.unsqueeze(1)
+        bit_pos = head = 0
+        for pos, j in enumerate(self.groups):
+            if j > 0:
                 out, state = self.lstm(x, state)
-                pos = c * n + j
-                logits = self.squash(paddle.matmul(out[:, 0], self.token_w[pos]) + self.token_b[pos])
-                cdf = paddle.cumsum(F.softmax(logits, axis=-1), axis=-1)
-                # Inverse CDF; the clip guards u above a rounded-down cdf[-1].
-                tok = paddle.clip(paddle.sum(paddle.cast(cdf < ut[:, pos:pos + 1], "int64"),
-                                             axis=-1), max=k - 1)
-                tokens.append(tok)
-                x = F.one_hot(tok, d).unsqueeze(1)
+                raw = paddle.matmul(out[:, 0], self.adj_w[head, :, :j]) + self.adj_b[head, :, :j]
+                p = F.sigmoid(self.squash(raw))
+                bits = paddle.cast(ua[:, bit_pos:bit_pos + j] < p, "float32")
+                bit_pos += j
+                head += 1
+                bits_out.append(bits)
+                x = F.pad(bits, [0, d - j]).unsqueeze(1) if j < d else bits.unsqueeze(1)
+            out, state = self.lstm(x, state)
+            logits = self.squash(paddle.matmul(out[:, 0], self.token_w[pos]) + self.token_b[pos])
+            cdf = paddle.cumsum(F.softmax(logits, axis=-1), axis=-1)
+            # Inverse CDF; the clip guards u above a rounded-down cdf[-1].
+            tok = paddle.clip(paddle.sum(paddle.cast(cdf < ut[:, pos:pos + 1], "int64"),
+                                         axis=-1), max=k - 1)
+            tokens.append(tok)
+            x = F.one_hot(tok, d).unsqueeze(1)
         tokens = paddle.stack(tokens, axis=1).numpy().astype(np.int32)
+        if not bits_out:
+            return tokens, np.zeros((b, 0), np.int32)
         adjvec = paddle.concat(bits_out, axis=1).numpy().astype(np.int32)
         return tokens, adjvec

@@ -1,0 +1,266 @@
+"""NAS-Bench-201 yardstick: the project's searchers under the paper's protocol, next to its figures.
+
+Per run a searcher proposes cells (``autodl_design.nb201.run_protocol``):
+a new cell costs its simulated training time (``12 * train_s_per_epoch +
+val_eval_s``) and returns ``val_acc_12ep``; a repeated cell costs nothing;
+the run stops when ``--budget`` simulated seconds are spent and reports the
+best-reward cell's ``test_acc_200ep``. Searchers: ``random``
+(RandomSearcher), ``evolution`` (EvolutionSearcher, regularized evolution,
+``--population`` 10, ``--sample_size`` 3, one cell at a time) and ``rl``
+(the PARL controller through agent.space_searcher.SpaceRLSearcher with
+``nb201.NB201_CONTROLLER``, overridable with ``--controller JSON``).
+
+Constrained runs (``--latency_bounds``, Raspberry Pi 4 latency in ms, hard
+mode): a cell over the bound is never trained, so it costs nothing, gets
+``--infeasible_reward`` and can never be the answer; reported as the mean
+regret to the exact constrained optimum and the share of runs whose answer
+is feasible (a run that found no feasible cell has no answer).
+
+    .venv/bin/python benchmarks/bench_nb201.py --runs 500
+
+Prints tables, writes JSON (default benchmarks/results/nb201.json) and a PNG
+of test accuracy against simulated time next to it.
+"""
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from autodl_design import nb201  # noqa: E402
+from autodl_design.records import atomic_write_json  # noqa: E402
+
+SEARCHERS = ("rl", "random", "evolution")
+PAPER_NAME = {"rl": "REINFORCE", "random": "random", "evolution": "REA"}
+GRID_POINTS = 121
+
+_TABLE: Optional[nb201.NB201Table] = None  # the table of this worker process
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=500, help="Runs per searcher (seeds seed..).")
+    p.add_argument("--searchers", default="rl,random,evolution",
+                   help="Comma-separated: rl, random, evolution.")
+    p.add_argument("--table", default="", help="Table file ('' = the shipped copy).")
+    p.add_argument("--budget", type=float, default=12000.0, help="Simulated seconds per run.")
+    p.add_argument("--bench_out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                       "nb201.json"), help="JSON output.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the first run.")
+    p.add_argument("--workers", type=int, default=2, help="Processes.")
+    p.add_argument("--latency_bounds", default="8,12",
+                   help="Raspberry Pi 4 latency bounds (ms) of the constrained runs; '' = none.")
+    p.add_argument("--constrained_runs", type=int, default=-1,
+                   help="Runs per searcher and bound (-1 = --runs).")
+    p.add_argument("--infeasible_reward", type=float, default=0.0,
+                   help="Reward of a cell over the bound.")
+    p.add_argument("--controller", default="",
+                   help="JSON overrides of nb201.NB201_CONTROLLER, e.g. '{\"learning_rate\": 0.01}'.")
+    p.add_argument("--population", type=int, default=10, help="Evolution population.")
+    p.add_argument("--sample_size", type=int, default=3, help="Evolution tournament size.")
+    p.add_argument("--max_idle_proposals", type=int, default=300,
+                   help="Ends a run after this many free (repeated/infeasible) proposals in a row.")
+    p.add_argument("--no_plot", action="store_true", help="Skip the PNG.")
+    args = p.parse_args(argv)
+    args.searchers = [s for s in args.searchers.split(",") if s]
+    unknown = [s for s in args.searchers if s not in SEARCHERS]
+    if unknown or not args.searchers:
+        p.error("--searchers: unknown %s; use %s" % (unknown, ",".join(SEARCHERS)))
+    args.latency_bounds = [float(b) for b in args.latency_bounds.split(",") if b]
+    if args.constrained_runs < 0:
+        args.constrained_runs = args.runs
+    return args
+
+
+def controller_settings(overrides: str) -> nb201.ControllerSettings:
+    """``NB201_CONTROLLER`` with the JSON ``overrides`` applied."""
+    if not overrides:
+        return nb201.NB201_CONTROLLER
+    return dataclasses.replace(nb201.NB201_CONTROLLER, **json.loads(overrides))
+
+
+def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
+                  population: int, sample_size: int) -> Tuple[object, int]:
+    """(searcher, cells per proposal) for one run."""
+    space = nb201.NB201Space()
+    if name == "random":
+        from autodl_design.search.searchers import RandomSearcher
+        return RandomSearcher(space, seed), 1
+    if name == "evolution":
+        from autodl_design.search.searchers import EvolutionSearcher
+        return EvolutionSearcher(space, seed, population, sample_size), 1
+    from agent.space_searcher import SpaceRLSearcher
+    return SpaceRLSearcher(space, settings.agent_config(), seed, advantage=settings.advantage,
+                           reward_scale=settings.reward_scale, ppo_epochs=settings.ppo_epochs,
+                           ppo_clip=settings.ppo_clip, unique=settings.unique,
+                           unique_tries=settings.unique_tries), settings.batch_size
+
+
+def _init_worker(table_path: str):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    global _TABLE
+    _TABLE = nb201.load_table(table_path if table_path else None)
+
+
+def one_run(task: Tuple) -> Dict:
+    """Runs one (searcher, seed, bound) task in a worker; returns its figures and curve."""
+    name, seed, bound, settings, args = task
+    searcher, batch = make_searcher(name, seed, settings, args["population"],
+                                    args["sample_size"])
+    t0 = time.perf_counter()
+    res = nb201.run_protocol(searcher, _TABLE, batch, args["budget"], max_latency_ms=bound,
+                             infeasible_reward=args["infeasible_reward"],
+                             max_idle_proposals=args["max_idle_proposals"])
+    grid = np.linspace(0.0, args["budget"], GRID_POINTS)
+    k = np.searchsorted(res.curve_t, grid, side="right") - 1
+    curve = np.where(k >= 0, res.curve_test[np.maximum(k, 0)] if len(res.curve_test) else np.nan,
+                     np.nan)
+    return {"name": name, "seed": seed, "bound": bound, "test": res.test_acc,
+            "evals": res.evaluations, "proposals": res.proposals, "stalled": res.stalled,
+            "feasible": res.feasible, "curve": curve, "seconds": time.perf_counter() - t0}
+
+
+def run_tasks(tasks: List[Tuple], workers: int, table_path: str) -> List[Dict]:
+    if workers <= 1:
+        _init_worker(table_path)
+        return [one_run(t) for t in tasks]
+    # Not multiprocessing.Pool: its daemonic workers cannot import PARL (it starts a Manager).
+    # fork: PARL's import-time framework check cannot run in a spawned process.
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                initializer=_init_worker,
+                                                initargs=(table_path,)) as pool:
+        return list(pool.map(one_run, tasks, chunksize=max(1, len(tasks) // (8 * workers))))
+
+
+def summarise(rows: List[Dict]) -> Dict:
+    test = np.array([r["test"] for r in rows if r["feasible"]])
+    return {"mean_test": float(test.mean()) if test.size else None,
+            "std_test": float(test.std()) if test.size else None,
+            "mean_evals": float(np.mean([r["evals"] for r in rows])),
+            "mean_proposals": float(np.mean([r["proposals"] for r in rows])),
+            "stalled_runs": int(sum(r["stalled"] for r in rows)),
+            "runs": len(rows), "cpu_seconds": float(sum(r["seconds"] for r in rows))}
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "-" if x is None else "%.2f" % x
+
+
+def plot(curves: Dict[str, np.ndarray], budget: float, png: str):
+    """Mean and +-1 std band of the best cell's test accuracy vs simulated time, per searcher."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    grid = np.linspace(0.0, budget, GRID_POINTS)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, c in curves.items():
+        ok = ~np.isnan(c).any(axis=0)
+        mean, std = c[:, ok].mean(0), c[:, ok].std(0)
+        ax.plot(grid[ok], mean, label="%s (%d runs)" % (name, c.shape[0]))
+        ax.fill_between(grid[ok], mean - std, mean + std, alpha=0.2)
+    ax.axhline(nb201.PAPER_OPTIMUM, color="k", ls=":", lw=1, label="optimum 94.37")
+    ax.set_ylim(92.5, 94.6)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("test accuracy of the best-reward cell (%)")
+    ax.set_title("NAS-Bench-201 CIFAR-10, paper protocol")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        table = nb201.load_table(args.table if args.table else None)
+        settings = controller_settings(args.controller)
+    except (ValueError, TypeError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    common = {"budget": args.budget, "infeasible_reward": args.infeasible_reward,
+              "population": args.population, "sample_size": args.sample_size,
+              "max_idle_proposals": args.max_idle_proposals}
+    print("NAS-Bench-201 benchmark: %d runs per searcher, budget %.0f s, seeds %d.., %d workers, "
+          "table %s" % (args.runs, args.budget, args.seed, args.workers, table.path), flush=True)
+    if "rl" in args.searchers:
+        print("rl controller: %s" % dataclasses.asdict(settings), flush=True)
+    out = {"searchers": {}, "constrained": {}, "budget_s": args.budget, "seed": args.seed,
+           "table": table.path, "table_sha256": table.sha256,
+           "controller": dataclasses.asdict(settings),
+           "paper": {k: {"mean_test": m, "std_test": s}
+                     for k, (m, s) in nb201.PAPER_RESULTS.items()},
+           "optimum": nb201.PAPER_OPTIMUM}
+    curves = {}
+    wall = {}
+    for name in args.searchers:
+        tasks = [(name, args.seed + r, 0.0, settings, common) for r in range(args.runs)]
+        t0 = time.time()
+        rows = run_tasks(tasks, args.workers, args.table)
+        wall[name] = time.time() - t0
+        out["searchers"][name] = dict(summarise(rows), wall_seconds=wall[name])
+        curves[name] = np.stack([r["curve"] for r in rows])
+        s = out["searchers"][name]
+        print("  %-9s %d runs in %.1f s wall: %.2f +- %.2f, %.1f evaluations"
+              % (name, args.runs, wall[name], s["mean_test"], s["std_test"], s["mean_evals"]),
+              flush=True)
+    print()
+    print("| searcher | runs | test acc (%) mean +- std | evaluations per run | paper (500 runs) |")
+    print("|---|---|---|---|---|")
+    for name in args.searchers:
+        s = out["searchers"][name]
+        pm, ps = nb201.PAPER_RESULTS[PAPER_NAME[name]]
+        print("| %s | %d | %.2f +- %.2f | %.1f | %s %.2f +- %.2f |" % (
+            name, s["runs"], s["mean_test"], s["std_test"], s["mean_evals"], PAPER_NAME[name],
+            pm, ps))
+    print("| BOHB (paper) | 500 | %.2f +- %.2f | | |" % nb201.PAPER_RESULTS["BOHB"])
+    print("| optimum | | %.2f | | |" % nb201.PAPER_OPTIMUM)
+    for bound in args.latency_bounds:
+        _, optimum = table.best_test(bound, "raspi4")
+        key = "raspi4_latency_ms<=%g" % bound
+        entry = {"bound_ms": bound, "optimum_test": optimum, "searchers": {}}
+        for name in args.searchers:
+            tasks = [(name, args.seed + r, bound, settings, common)
+                     for r in range(args.constrained_runs)]
+            rows = run_tasks(tasks, args.workers, args.table)
+            s = summarise(rows)
+            feasible = [r for r in rows if r["feasible"]]
+            s["feasible_share"] = len(feasible) / len(rows)
+            s["mean_regret"] = (float(np.mean([optimum - r["test"] for r in feasible]))
+                                if feasible else None)
+            entry["searchers"][name] = s
+        out["constrained"][key] = entry
+    if args.latency_bounds:
+        print()
+        print("| searcher | Raspberry Pi 4 bound | runs | test acc (%) | regret to the constrained "
+              "optimum | feasible answers | evaluations |")
+        print("|---|---|---|---|---|---|---|")
+        for key, entry in out["constrained"].items():
+            for name, s in entry["searchers"].items():
+                print("| %s | <= %g ms (optimum %.2f) | %d | %s +- %s | %s | %.0f%% | %.1f |"
+                      % (name, entry["bound_ms"], entry["optimum_test"], s["runs"],
+                         _fmt(s["mean_test"]), _fmt(s["std_test"]), _fmt(s["mean_regret"]),
+                         100 * s["feasible_share"], s["mean_evals"]))
+    out["date"] = time.strftime("%Y-%m-%d %H:%M")
+    atomic_write_json(args.bench_out, out)
+    png = os.path.splitext(args.bench_out)[0] + ".png"
+    if not args.no_plot:
+        plot(curves, args.budget, png)
+    print("wrote %s%s" % (args.bench_out, "" if args.no_plot else " and %s" % png))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
