@@ -150,14 +150,14 @@ class ControllerAgent(parl.Agent):
         return cls(alg, config, seed)
 
     @classmethod
-    def create_for_space(cls, config: AgentConfig, space: SearchSpace,
-                         seed: int = 0) -> "ControllerAgent":
+    def create_for_space(cls, config: AgentConfig, space: SearchSpace, seed: int,
+                         device: str) -> "ControllerAgent":
         """Like ``create``, for any space ``space_layout`` accepts (``config.ops``/``num_nodes`` unused).
 
         For a ``CellSpace`` of ``config``'s nodes and ops the agent samples
         exactly what ``create``'s does.
         """
-        use_device(config.device)
+        use_device(device)
         ops, groups = space_layout(space)
         num_nodes = space.num_nodes if isinstance(space, CellSpace) else None
         model = ControllerModel(num_nodes, len(ops), config.hidden_size, config.num_layers,

@@ -61,6 +61,7 @@ class SpaceRLSearcher:
       unique: ``propose`` resamples (at most ``unique_tries`` batches) so
         that a batch holds no candidate proposed before.
       unique_tries: see ``unique``.
+      device: where the controller runs ('cpu' or 'gpu:N').
 
     Failed candidates (reward None) are left out of the update; a batch in
     which every candidate failed still counts as a step.
@@ -70,13 +71,14 @@ class SpaceRLSearcher:
 
     def __init__(self, space: SearchSpace, agent_config: AgentConfig, seed: int,
                  advantage: str = "baseline", reward_scale: float = 1.0, ppo_epochs: int = 1,
-                 ppo_clip: float = 0.2, unique: bool = False, unique_tries: int = 20):
+                 ppo_clip: float = 0.2, unique: bool = False, unique_tries: int = 20,
+                 device: str = "cpu"):
         if advantage not in ADVANTAGES:
             raise ValueError("unknown advantage %r: use %s" % (advantage, ", ".join(ADVANTAGES)))
         if ppo_epochs < 1:
             raise ValueError("ppo_epochs must be >= 1, got %d" % ppo_epochs)
         self.space = space
-        self.agent = ControllerAgent.create_for_space(agent_config, space, seed)
+        self.agent = ControllerAgent.create_for_space(agent_config, space, seed, device)
         self.advantage = advantage
         self.reward_scale = float(reward_scale)
         self.ppo_epochs = int(ppo_epochs)

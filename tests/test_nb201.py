@@ -212,8 +212,8 @@ def test_controller_builds_for_nb201_and_the_cell_space_unchanged():
     from autodl_design.spaces import CellSpace
     cfg = AgentConfig(num_nodes=3, ops=("conv_1x1", "conv_3x3", "maxpool_3x3"), hidden_size=8,
                       batch_size=5)
-    a = ControllerAgent.create(cfg, seed=2)
-    b = ControllerAgent.create_for_space(cfg, CellSpace(3, cfg.ops), seed=2)
+    a = ControllerAgent.create(cfg, 2, "cpu")
+    b = ControllerAgent.create_for_space(cfg, CellSpace(3, cfg.ops), 2, "cpu")
     for _ in range(2):
         sa, sb = a.sample(), b.sample()
         assert np.array_equal(sa.tokens, sb.tokens) and np.array_equal(sa.adjvec, sb.adjvec)
@@ -221,7 +221,7 @@ def test_controller_builds_for_nb201_and_the_cell_space_unchanged():
         assert a.learn_from_rewards(sa.tokens, sa.adjvec, r) == \
             b.learn_from_rewards(sb.tokens, sb.adjvec, r)
     space = nb201.NB201Space()
-    agent = ControllerAgent.create_for_space(cfg, space, seed=0)
+    agent = ControllerAgent.create_for_space(cfg, space, 0, "cpu")
     batch = agent.sample(7)
     assert batch.tokens.shape == (7, 6) and batch.adjvec.shape == (7, 0)
     assert [space.encode(c)[0].tolist() for c in batch.archs] == batch.tokens.tolist()
@@ -242,7 +242,8 @@ def test_space_rl_searcher_on_the_cell_space_is_rl_searcher():
     from autodl_design.spaces import CellSpace
     cfg = AgentConfig(num_nodes=3, ops=("conv_1x1", "conv_3x3", "maxpool_3x3"), hidden_size=8,
                       batch_size=4, advantage="cube")
-    old, new = RLSearcher(cfg, 5), SpaceRLSearcher(CellSpace(3, cfg.ops), cfg, 5)
+    old = RLSearcher(CellSpace(3, cfg.ops), cfg, 5, "cpu")
+    new = SpaceRLSearcher(CellSpace(3, cfg.ops), cfg, 5)
     for step in range(3):
         a, b = old.propose(4), new.propose(4)
         assert [x.hash() for x in a] == [x.hash() for x in b]
