@@ -27,6 +27,7 @@ Definitions (docs/trainer.md has the long form):
   available, an estimate ('estimate': parameter bytes + the largest sum of
   one cell's input, node outputs and output for the batch, float32).
 """
+import gc
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -264,6 +265,10 @@ def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Seq
     rng_state = paddle.get_rng_state()
     try:
         paddle.seed(seed)
+        # Free earlier networks held only by reference cycles now, so that the
+        # garbage collector cannot release them in the middle of the
+        # measurement (which made two identical measurements differ).
+        gc.collect()
         before = stats.current() if stats is not None else 0
         model = build_network(arch, config, image_shape, num_classes)
         model.eval()
