@@ -40,7 +40,7 @@ class Cell:
             raise ValueError("cell ops must be a list of op names, got %r" % (ops,))
         try:
             m = np.array(matrix)
-        except Exception as e:  # ragged nested lists
+        except ValueError as e:  # ragged nested lists
             raise ValueError("cell matrix is not a rectangular array: %s" % e) from None
         if m.ndim != 2 or m.shape[0] != m.shape[1]:
             raise ValueError("cell matrix must be square N x N, got shape %s" % (m.shape,))
