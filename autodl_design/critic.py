@@ -186,7 +186,11 @@ def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
 
     1. ``metrics["status"] == "failed"`` (the evaluator's report): failed,
        reward None, with the evaluator's reason.
-    2. A bounded metric missing, NaN, negative or not a number: failed with
+    2. ``metrics["status"] == "infeasible"`` (the evaluator's report, e.g. the
+       candidate ran out of GPU memory, or its gate found it over a bound):
+       infeasible, reward ``constraints.infeasible_reward`` (the controller
+       learns to avoid it), with the evaluator's reason.
+    2b. A bounded metric missing, NaN, negative or not a number: failed with
        reason ``"critic: <problem>"``.
     3. Hard mode and over a bound: infeasible, reward
        ``constraints.infeasible_reward``, reason the evaluator's (if any)
@@ -215,6 +219,9 @@ def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
     reason = str(metrics.get("reason", ""))
     if metrics.get("status") == "failed":
         return Verdict("failed", None, False, reason)
+    if metrics.get("status") == "infeasible":
+        return Verdict("infeasible", float(constraints.infeasible_reward), False,
+                       reason or "infeasible")
     try:
         feas = check(metrics, constraints)
     except ValueError as e:

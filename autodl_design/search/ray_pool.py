@@ -4,8 +4,12 @@ Same interface as ``autodl_design.search.local_pool.LocalPool`` and the same
 evaluator objects (``autodl_design.interfaces.Evaluator``); the controller
 stays in the driver.
 
-* One actor per GPU (``num_gpus=1``) or per ``cpus_per_trainer`` CPUs;
-  ``num_trainers`` of them, 0 = as many as the cluster can hold.
+* On a node with GPUs, one actor per ``gpus_per_trainer`` GPUs (a fraction
+  such as 0.5 puts two actors on a GPU), each with ``cpus_per_trainer`` CPUs
+  and threads; on a node without GPUs, one CPU actor per ``cpus_per_trainer``
+  CPUs. ``num_trainers`` of them (GPU actors first), 0 = as many as the
+  cluster holds. Ray sets each GPU actor's ``CUDA_VISIBLE_DEVICES``; inside,
+  the evaluator uses ``gpu:0`` and the actor's name gives the physical GPU.
 * The dataset folder is read once in the driver and put in Ray's object store
   once; each actor writes it to its own temporary folder and loads it once,
   so nodes need no shared file system.
@@ -20,8 +24,9 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from autodl_design import devices as devices_lib
 from autodl_design.interfaces import Evaluator
 from autodl_design.search.errors import SearchError, WorkerBug, WorkerSetupError
 
@@ -57,11 +62,15 @@ class TrainerActor:
     """
 
     def __init__(self, evaluator: Evaluator, threads: int,
-                 dataset_files: Optional[Dict[str, bytes]]):
+                 dataset_files: Optional[Dict[str, bytes]], deterministic: bool = False):
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import ray
-        gpu_ids = ray.get_gpu_ids()
+        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "gpu:0" if gpu_ids else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
+        self.gpu_ids = gpu_ids
+        if gpu_ids:  # the actor sees its GPU(s) only; name the physical one in messages
+            env = devices_lib.worker_env(self.device, gpu_ids, deterministic)
+            os.environ.update({k: v for k, v in env.items() if k != devices_lib.VISIBLE_ENV})
         if dataset_files is not None:
             self._tmp = tempfile.mkdtemp(prefix="autodl-design-data-")
             for name, blob in dataset_files.items():
@@ -79,7 +88,7 @@ class TrainerActor:
 
     def ready(self):
         return {"node": self.node, "pid": self.pid, "device": self.device,
-                "setup_error": self.setup_error}
+                "gpu_ids": self.gpu_ids, "setup_error": self.setup_error}
 
     def evaluate(self, index: int, candidate: Dict, seed: int, options: Dict) -> Dict:
         start = time.time()
@@ -96,8 +105,8 @@ class RayPool:
         "local" to start a private Ray instance on this machine bound to
         127.0.0.1.
       num_trainers: actors to start; 0 = as many as the cluster holds.
-      cpus_per_trainer: CPUs (and threads) per CPU actor.
-      use_gpus: one GPU per actor when the cluster has GPUs.
+      cpus_per_trainer: CPUs (and threads) per actor.
+      use_gpus: GPU actors on the nodes that have GPUs.
       max_retries: how often a candidate whose actor died is retried.
       trial_timeout: seconds before a running candidate's actor is killed
         (0 = no limit).
@@ -106,11 +115,16 @@ class RayPool:
         each actor's copy replaces the field.
       log: callable for progress lines.
       local_cpus: CPUs of a private instance (address "local"); None = all.
+      gpus_per_trainer: GPUs per GPU actor (fractions allowed).
+      deterministic: GPU actors set ``FLAGS_cudnn_deterministic=1``.
     """
 
     def __init__(self, address: str, num_trainers: int, cpus_per_trainer: int, use_gpus: bool,
                  max_retries: int, trial_timeout: float, evaluator: Evaluator, log=print,
-                 local_cpus: Optional[int] = None):
+                 local_cpus: Optional[int] = None, gpus_per_trainer: float = 1.0,
+                 deterministic: bool = False):
+        self.gpus_per_trainer = gpus_per_trainer
+        self.deterministic = deterministic
         self.address = address
         self.num_trainers = num_trainers
         self.cpus_per_trainer = cpus_per_trainer
@@ -141,15 +155,16 @@ class RayPool:
         """
         import ray
         self._connect()
-        per, n, threads = self._shape(ray.cluster_resources())
+        shapes = self._shape([node["Resources"] for node in ray.nodes() if node.get("Alive")])
+        n = len(shapes)
         data = _read_folder(self.evaluator.data_path) if ships_data(self.evaluator) else None
         # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
         # these arguments when it restarts the actor.
         self._dataset_ref = ray.put(data) if data is not None else None
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
         self.actors = [actor_cls.options(**per).remote(self.evaluator, threads,
-                                                       self._dataset_ref)
-                       for _ in range(n)]
+                                                       self._dataset_ref, self.deterministic)
+                       for per, threads in shapes]
         try:
             infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
         except ray.exceptions.RayError as e:
@@ -158,7 +173,9 @@ class RayPool:
             if i["setup_error"]:
                 raise WorkerSetupError("Ray trainer actor on %s/%s could not start: %s"
                                        % (i["node"], i["device"], i["setup_error"]))
-        self.devices = ["%s/%s" % (i["node"], i["device"]) for i in infos]
+        self.devices = ["%s/%s" % (i["node"], i["device"]) + (
+            " (CUDA device %s)" % ",".join(i["gpu_ids"]) if i.get("gpu_ids") else "")
+            for i in infos]
         self.log("[ray] %d trainer actors ready: %s" % (n, ", ".join(self.devices)))
 
     def _connect(self):
@@ -180,17 +197,34 @@ class RayPool:
                 "'ray start --head' or pass --ray_address local"
                 % (self.address, " ".join(str(e).split()))) from None
 
-    def _shape(self, resources: Dict[str, float]):
-        """(resources per actor, number of actors, threads per actor) for the cluster."""
-        gpus = int(resources.get("GPU", 0)) if self.use_gpus else 0
-        per = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": self.cpus_per_trainer}
-        capacity = gpus if gpus else int(resources.get("CPU", 0)) // self.cpus_per_trainer
-        n = self.num_trainers if self.num_trainers > 0 else capacity
-        if n <= 0 or n > capacity:
-            raise SearchError("the Ray cluster holds %d trainer(s) of %s; asked for %d "
-                              "(lower --num_trainers or --cpus_per_trainer)"
-                              % (capacity, per, n))
-        return per, n, 1 if gpus else self.cpus_per_trainer
+    def _shape(self, nodes: List[Dict[str, float]]) -> List[Tuple[Dict[str, float], int]]:
+        """(Ray resources, threads) of each actor to start, GPU actors first.
+
+        Args:
+          nodes: the ``Resources`` of each alive node.
+
+        Raises:
+          SearchError: the cluster holds no trainer, or fewer than ``num_trainers``.
+        """
+        cpus = self.cpus_per_trainer
+        gpu_slots, cpu_slots = [], []
+        for res in nodes:
+            gpus = float(res.get("GPU", 0)) if self.use_gpus else 0.0
+            by_cpu = int(float(res.get("CPU", 0)) // cpus)
+            if gpus > 0:
+                k = min(int(gpus / self.gpus_per_trainer + 1e-9), by_cpu)
+                gpu_slots += [({"num_gpus": self.gpus_per_trainer, "num_cpus": cpus}, cpus)] * k
+            else:
+                cpu_slots += [({"num_cpus": cpus}, cpus)] * by_cpu
+        slots = gpu_slots + cpu_slots
+        n = self.num_trainers if self.num_trainers > 0 else len(slots)
+        if n <= 0 or n > len(slots):
+            raise SearchError("the Ray cluster holds %d trainer(s) (%d GPU, %d CPU actors of %d "
+                              "CPUs, %g GPUs per GPU actor); asked for %d (lower --num_trainers, "
+                              "--cpus_per_trainer or --gpus_per_trainer)"
+                              % (len(slots), len(gpu_slots), len(cpu_slots), cpus,
+                                 self.gpus_per_trainer, n))
+        return slots[:n]
 
     def close(self):
         self.terminate()
