@@ -393,3 +393,60 @@ def test_ray_asks_for_no_more_than_the_cluster_holds(monkeypatch, tmp_path):
     no_gpus = RayPool("auto", num_trainers=0, cpus_per_trainer=3, use_gpus=False, max_retries=0,
                       trial_timeout=0, evaluator=None)
     assert no_gpus._shape([{"GPU": 2.0, "CPU": 8.0}]) == [({"num_cpus": 3}, 3)] * 2
+
+
+# ---------------------------------------------------------------- the real evaluator
+
+def a_trainer_evaluator(tmp_path, device):
+    from tests.test_train import TINY, random_data
+    from trainer.evaluate import TrainerEvaluator
+    config = dataclasses.replace(make_config(tmp_path), trainer=TINY)
+    evaluator = TrainerEvaluator(str(tmp_path), config.to_dict())
+    evaluator._context = {"config": config, "data": random_data(), "device": device}
+    return evaluator
+
+
+def test_the_trainer_makes_out_of_memory_infeasible_and_empties_the_cache(tmp_path,
+                                                                          monkeypatch):
+    from tests.test_train import BASELINE
+    from trainer import train
+    emptied = []
+    monkeypatch.setattr(paddle.device.cuda, "empty_cache", lambda: emptied.append(1))
+    monkeypatch.delenv(devices.LABEL_ENV, raising=False)
+
+    def no_memory(*args):
+        raise MemoryError("ResourceExhaustedError: Out of memory error on GPU 0")
+
+    monkeypatch.setattr(train, "build_network", no_memory)
+    arch = Architecture.load(BASELINE).to_dict()
+    result = a_trainer_evaluator(tmp_path, "gpu:0").evaluate(arch, 0, 0, {})
+    assert result["status"] == "infeasible"
+    assert result["reason"].startswith("out of memory on gpu:0: MemoryError: ")
+    assert result["params"] > 0 and emptied == [1]
+    result = a_trainer_evaluator(tmp_path, "cpu").evaluate(arch, 0, 0, {})
+    assert result["status"] == "infeasible" and emptied == [1]  # no GPU cache on CPU
+
+
+def test_the_trainer_turns_cuda_errors_into_device_faults(tmp_path, monkeypatch):
+    from autodl_design.evaluation import DeviceFault
+    from tests.test_train import BASELINE
+    from trainer import metrics, train
+    arch = Architecture.load(BASELINE).to_dict()
+
+    def cuda_error(*args, **kwargs):
+        raise OSError("(External) CUDNN_STATUS_EXECUTION_FAILED: cuDNN error(8)")
+
+    monkeypatch.setattr(train, "build_network", cuda_error)
+    with pytest.raises(DeviceFault, match="^device error on cpu: OSError: .*cuDNN error"):
+        a_trainer_evaluator(tmp_path, "cpu").evaluate(arch, 0, 0, {})
+    monkeypatch.undo()
+    monkeypatch.setattr(metrics, "measure_hardware", cuda_error)  # while measuring
+    with pytest.raises(DeviceFault, match="cuDNN error"):
+        a_trainer_evaluator(tmp_path, "cpu").evaluate(arch, 0, 0, {})
+
+    def other_os_error(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(metrics, "measure_hardware", other_os_error)
+    with pytest.raises(OSError, match="disk full"):  # not the device's: a bug, raised
+        a_trainer_evaluator(tmp_path, "cpu").evaluate(arch, 0, 0, {})

@@ -101,8 +101,9 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     Returns:
       The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
       candidate too large for memory is status 'failed' with a reason naming
-      MemoryError (``TrainerEvaluator.evaluate`` makes it infeasible). Other
-      exceptions are bugs and propagate.
+      MemoryError (``TrainerEvaluator.evaluate`` makes it infeasible), a
+      CUDA/cuDNN error while measuring is 'failed' naming it (``evaluate``
+      raises ``DeviceFault``). Other exceptions are bugs and propagate.
     """
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
@@ -129,6 +130,11 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
     except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
         return {"status": "failed", "reason": "MemoryError: %s" % " ".join(str(e).split())}
+    except (OSError, SystemError) as e:  # Paddle's External/Fatal errors while measuring
+        if evaluation.failure_kind(str(e)) != "device":
+            raise
+        return {"status": "failed", "reason": "%s: %s" % (type(e).__name__,
+                                                          " ".join(str(e).split())[:600])}
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,
