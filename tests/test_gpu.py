@@ -450,3 +450,24 @@ def test_the_trainer_turns_cuda_errors_into_device_faults(tmp_path, monkeypatch)
     monkeypatch.setattr(metrics, "measure_hardware", other_os_error)
     with pytest.raises(OSError, match="disk full"):  # not the device's: a bug, raised
         a_trainer_evaluator(tmp_path, "cpu").evaluate(arch, 0, 0, {})
+
+
+def test_amp_trains_through_a_grad_scaler(monkeypatch):
+    # On CPU paddle.amp.auto_cast is a no-op (Paddle warns); the scaler still runs each step.
+    from tests.test_train import BASELINE, TINY, random_data
+    from trainer import train
+    steps = []
+
+    class RecordingScaler(paddle.amp.GradScaler):
+        def step(self, optimizer):
+            steps.append(1)
+            return super().step(optimizer)
+
+    monkeypatch.setattr(paddle.amp, "GradScaler", RecordingScaler)
+    arch = Architecture.load(BASELINE)
+    plain = train.train_and_evaluate(arch, TINY, random_data(), seed=0)
+    assert "amp" not in plain and steps == []
+    with pytest.warns(UserWarning, match="amp_guard can only be enabled on CUDAPlace"):
+        mixed = train.train_and_evaluate(arch, TINY, random_data(), seed=0, amp=True)
+    assert mixed["status"] == "ok" and mixed["amp"] is True
+    assert len(steps) == 2  # 64 images, batches of 32, one epoch
