@@ -16,7 +16,11 @@ stays in the driver.
 * An actor lost mid-evaluation (process or node death) is restarted by Ray
   (``max_restarts=-1``) and its candidate is sent to another actor, up to
   ``max_retries`` times, then reported as failed. A candidate running longer
-  than ``trial_timeout`` seconds has its actor killed (and restarted).
+  than ``trial_timeout`` seconds has its actor killed (and restarted). An
+  evaluator raising ``DeviceFault`` (a CUDA/cuDNN error) has its candidate
+  recorded failed and its actor restarted. A restarted actor that fails to
+  set up more than ``START_RETRIES`` times in a row, or is not ready within
+  ``READY_TIMEOUT_S``, stops the search with one line (``SearchError``).
 * An exception escaping the evaluator is a bug: ``next_result`` raises
   ``WorkerBug`` with the actor's traceback.
 """
@@ -27,14 +31,17 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from autodl_design import devices as devices_lib
+from autodl_design.evaluation import DeviceFault
 from autodl_design.interfaces import Evaluator
 from autodl_design.search.errors import SearchError, WorkerBug, WorkerSetupError
 
 READY_TIMEOUT_S = 600.0
+START_RETRIES = 2
 # With this set to 0 before ``import ray``, a Ray instance started here uses
 # 127.0.0.1 as its node address instead of probing an outside route
 # (Ray ignores --node-ip-address=127.0.0.1 on Linux otherwise).
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+DEVICE_FAULT = "device_fault"  # metrics key of an actor that must be restarted
 
 
 def ships_data(evaluator: Evaluator) -> bool:
@@ -92,7 +99,11 @@ class TrainerActor:
 
     def evaluate(self, index: int, candidate: Dict, seed: int, options: Dict) -> Dict:
         start = time.time()
-        metrics = self.evaluator.evaluate(candidate, index, seed, options)
+        try:
+            metrics = self.evaluator.evaluate(candidate, index, seed, options)
+        except DeviceFault as e:  # the pool restarts this actor
+            return {"status": "failed", "reason": str(e), "seconds": time.time() - start,
+                    DEVICE_FAULT: True}
         metrics.setdefault("seconds", time.time() - start)
         return metrics
 
@@ -140,6 +151,8 @@ class RayPool:
         self._busy: Dict[int, Dict] = {}      # actor -> task
         self._refs: Dict[Any, int] = {}       # object ref -> actor
         self._restarting: Dict[Any, int] = {}  # ready() ref -> actor
+        self._ready_by: Dict[int, float] = {}  # restarting actor -> deadline
+        self._start_failures: Dict[int, int] = {}  # actor -> failed restarts in a row
         self._retry: List[Dict] = []
         self._started_ray = False
         self._dataset_ref = None
@@ -294,16 +307,18 @@ class RayPool:
             return None
         ref = done[0]
         if ref in self._restarting:
-            w = self._restarting.pop(ref)
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                self._restarting[self.actors[w].ready.remote()] = w
+            self._restarted(self._restarting.pop(ref), ref)
             return None
         w = self._refs.pop(ref)
         task = self._busy.pop(w)
         try:
-            return w, task["index"], ray.get(ref)
+            metrics = ray.get(ref)
+            if metrics.pop(DEVICE_FAULT, False):
+                self.log("[ray] %s on actor %d while evaluating #%d; restarting the actor"
+                         % (metrics["reason"], w, task["index"]))
+                self.kill_actor(w)
+                self._watch_restart(w)
+            return w, task["index"], metrics
         except ray.exceptions.RayActorError as e:
             return self._lost(w, task, "actor %d (%s) died: %s"
                               % (w, self.devices[w], str(e).splitlines()[0][:200]))
@@ -315,9 +330,34 @@ class RayPool:
                                       % str(e).splitlines()[0][:300],
                                       "seconds": time.time() - task["start"]}
 
-    def _lost(self, w: int, task: Dict, reason: str):
+    def _watch_restart(self, w: int):
+        """Counts a restart of actor ``w`` and waits (in ``next_result``) for it to be ready."""
         self.restarts += 1
         self._restarting[self.actors[w].ready.remote()] = w
+        self._ready_by.setdefault(w, time.time() + READY_TIMEOUT_S)
+
+    def _restarted(self, w: int, ref):
+        """Actor ``w`` answered ``ready()`` (or failed to); SearchError after too many failures."""
+        import ray
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            failures = self._start_failures.get(w, 0) + 1
+            self._start_failures[w] = failures
+            if failures > START_RETRIES:
+                raise SearchError("Ray trainer actor %d (%s) failed to start again, %d time(s) "
+                                  "in a row: %s" % (w, self.devices[w], failures,
+                                                    str(e).splitlines()[0][:200])) from None
+            self._restarting[self.actors[w].ready.remote()] = w
+            return
+        if info["setup_error"]:
+            raise WorkerSetupError("Ray trainer actor %d (%s) could not start again: %s"
+                                   % (w, self.devices[w], info["setup_error"]))
+        self._ready_by.pop(w, None)
+        self._start_failures.pop(w, None)
+
+    def _lost(self, w: int, task: Dict, reason: str):
+        self._watch_restart(w)
         task["attempts"] += 1
         if task["attempts"] <= self.max_retries:
             self.log("[ray] %s while evaluating #%d; retrying it (%d/%d)"
@@ -330,9 +370,13 @@ class RayPool:
                                   "seconds": time.time() - task["start"]}
 
     def _check_timeouts(self):
+        now = time.time()
+        for w, deadline in self._ready_by.items():
+            if now > deadline:
+                raise SearchError("Ray trainer actor %d (%s) was not ready again within %.0f s"
+                                  % (w, self.devices[w], READY_TIMEOUT_S))
         if self.trial_timeout <= 0:
             return
-        now = time.time()
         for w, task in list(self._busy.items()):
             if now - task["start"] > self.trial_timeout:
                 self.log("[ray] #%d ran over --trial_timeout=%gs on actor %d; killing the actor"
