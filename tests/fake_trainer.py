@@ -45,8 +45,8 @@ class FakeEvaluator:
       delay: seconds each evaluation sleeps first.
       setup_faults: start number (1-based, over all workers) -> 'crash' | 'hang'.
       counter_file: where starts are counted (needed with ``setup_faults``).
-      report_device: add the worker's ``CUDA_VISIBLE_DEVICES``, its device
-        and pid to every result.
+      report_device: add the ``CUDA_VISIBLE_DEVICES`` and device the set-up
+        saw, Paddle's allocator retry time and the pid to every result.
     """
     config_dict: Dict
     faults: Dict[int, str] = dataclasses.field(default_factory=dict)
@@ -57,6 +57,8 @@ class FakeEvaluator:
     _config: Optional[Config] = dataclasses.field(default=None, init=False, repr=False,
                                                   compare=False)
     _device: str = dataclasses.field(default="", init=False, repr=False, compare=False)
+    _visible: Optional[str] = dataclasses.field(default=None, init=False, repr=False,
+                                                compare=False)
 
     def __post_init__(self):
         self.faults = {int(k): v for k, v in self.faults.items()}
@@ -64,6 +66,7 @@ class FakeEvaluator:
     def setup(self, device: str, threads: int) -> None:
         self._config = Config.from_dict(self.config_dict)
         self._device = device
+        self._visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the set-up saw it
         if self.counter_file:
             with open(self.counter_file, "a") as f:
                 f.write("%d\n" % os.getpid())
@@ -91,8 +94,9 @@ class FakeEvaluator:
         except (RuntimeError, MemoryError, OSError) as e:  # the candidate's own (fake) ops
             metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
         if self.report_device:
-            metrics.update(visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-                           worker_device=self._device, pid=os.getpid())
+            metrics.update(visible_devices=self._visible, worker_device=self._device,
+                           pid=os.getpid(), allocator_retry_ms=os.environ.get(
+                               "FLAGS_gpu_allocator_retry_time"))
         return device_failures(metrics, device_label(self._device), lambda: None)
 
     def _train(self, a: Architecture, fault: Optional[str], seed: int, options: Dict) -> Dict:

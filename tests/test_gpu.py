@@ -101,6 +101,32 @@ def test_local_workers_see_their_own_gpu_only(tmp_path, monkeypatch):
     assert got[0]["visible_devices"] == "5" and got[1]["visible_devices"] == "3"
     assert got[0]["worker_device"] == "gpu:0" and got[1]["worker_device"] == "gpu:0"
     assert got[0]["pid"] != got[1]["pid"]
+    assert got[0]["allocator_retry_ms"] == devices.ALLOCATOR_RETRY_MS
+
+
+def test_measuring_holds_a_lock_per_physical_gpu(tmp_path, monkeypatch):
+    import fcntl
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,9")
+
+    def can_lock(name):
+        with open(tmp_path / name, "a") as f:  # another open file: another worker's view
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return True
+
+    with devices.measuring("gpu:1"):
+        assert not can_lock("autodl-design-gpu-9.lock")
+        assert can_lock("autodl-design-gpu-3.lock")  # another GPU measures meanwhile
+    assert can_lock("autodl-design-gpu-9.lock")
+    with devices.measuring("cpu"):
+        pass
+    assert sorted(os.listdir(tmp_path)) == ["autodl-design-gpu-3.lock",
+                                            "autodl-design-gpu-9.lock"]
 
 
 def test_a_gpu_beyond_the_visible_list_is_one_line(tmp_path, monkeypatch):
