@@ -497,3 +497,14 @@ def test_amp_trains_through_a_grad_scaler(monkeypatch):
         mixed = train.train_and_evaluate(arch, TINY, random_data(), seed=0, amp=True)
     assert mixed["status"] == "ok" and mixed["amp"] is True
     assert len(steps) == 2  # 64 images, batches of 32, one epoch
+
+
+def test_a_restart_that_crashes_once_is_retried(tmp_path):
+    config = make_config(tmp_path / "log", devices=("cpu",), num_models=6, batch_size=2)
+    evaluator = FakeEvaluator(config.to_dict(), faults={1: "cuda"}, setup_faults={2: "crash"},
+                              counter_file=str(tmp_path / "starts"))
+    code, trials, log, pool = search(config, evaluator)
+    assert code == 0 and len(trials) == 6
+    assert "exited with code 3 while starting; starting it again (1/2)" in log
+    assert pool.restarts == 2  # the fresh worker after the CUDA error, then its retry
+    assert [t["status"] for t in trials].count("failed") == 1
