@@ -352,7 +352,8 @@ def stub_ray(nodes, gpu_ids):
 
     ray.exceptions = types.SimpleNamespace(RayError=RayError, RayActorError=RayError,
                                            RayTaskError=RayError)
-    ray.util = types.SimpleNamespace(get_node_ip_address=lambda: "10.0.0.7")
+    ray.util = types.ModuleType("ray.util")
+    ray.util.get_node_ip_address = lambda: "10.0.0.7"
     ray.is_initialized = lambda: True
     ray.nodes = lambda: nodes
     ray.put = lambda value: value
@@ -386,18 +387,24 @@ def test_ray_gpu_fractions_and_cpu_nodes(tmp_path, monkeypatch):
                 "FLAGS_cudnn_deterministic"):  # the actors run here: restore what they set
         monkeypatch.setenv(key, "x")
         monkeypatch.delenv(key)
-    nodes = [{"Alive": True, "Resources": {"GPU": 2.0, "CPU": 8.0}},
-             {"Alive": True, "Resources": {"CPU": 4.0}},
-             {"Alive": False, "Resources": {"GPU": 4.0, "CPU": 64.0}}]
+    nodes = [{"Alive": True, "NodeID": "gpu-node", "Resources": {"GPU": 2.0, "CPU": 8.0}},
+             {"Alive": False, "NodeID": "dead", "Resources": {"GPU": 4.0, "CPU": 64.0}},
+             {"Alive": True, "NodeID": "cpu-node", "Resources": {"CPU": 4.0}}]
     ray = stub_ray(nodes, gpu_ids=[3])
     monkeypatch.setitem(sys.modules, "ray", ray)
+    strategies = types.ModuleType("ray.util.scheduling_strategies")
+    strategies.NodeAffinitySchedulingStrategy = lambda node_id, soft: (node_id, soft)
+    monkeypatch.setitem(sys.modules, "ray.util", ray.util)
+    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies", strategies)
     config = make_config(tmp_path)
     pool = RayPool("auto", num_trainers=0, cpus_per_trainer=2, use_gpus=True, max_retries=0,
                    trial_timeout=0, evaluator=FakeEvaluator(config.to_dict()),
                    log=lambda line: None, gpus_per_trainer=0.5, deterministic=True)
     pool.start()
     opts = [o for o, _, _ in ray.started]
-    assert opts == [{"num_gpus": 0.5, "num_cpus": 2}] * 4 + [{"num_cpus": 2}] * 2
+    gpu, cpu = ("gpu-node", True), ("cpu-node", True)  # (node, soft affinity)
+    assert opts == ([{"num_gpus": 0.5, "num_cpus": 2, "scheduling_strategy": gpu}] * 4
+                    + [{"num_cpus": 2, "scheduling_strategy": cpu}] * 2)
     assert [args[1] for _, args, _ in ray.started] == [2] * 6  # threads = cpus_per_trainer
     gpu_actor, cpu_actor = ray.started[0][2], ray.started[-1][2]
     assert gpu_actor.device == "gpu:0" and gpu_actor.evaluator._device == "gpu:0"
@@ -418,7 +425,7 @@ def test_ray_asks_for_no_more_than_the_cluster_holds(monkeypatch, tmp_path):
         pool._shape([{"GPU": 2.0, "CPU": 8.0}])
     no_gpus = RayPool("auto", num_trainers=0, cpus_per_trainer=3, use_gpus=False, max_retries=0,
                       trial_timeout=0, evaluator=None)
-    assert no_gpus._shape([{"GPU": 2.0, "CPU": 8.0}]) == [({"num_cpus": 3}, 3)] * 2
+    assert no_gpus._shape([{"GPU": 2.0, "CPU": 8.0}]) == [({"num_cpus": 3}, 3, 0)] * 2
 
 
 # ---------------------------------------------------------------- the real evaluator

@@ -8,7 +8,8 @@ stays in the driver.
   such as 0.5 puts two actors on a GPU), each with ``cpus_per_trainer`` CPUs
   and threads; on a node without GPUs, one CPU actor per ``cpus_per_trainer``
   CPUs. ``num_trainers`` of them (GPU actors first), 0 = as many as the
-  cluster holds. Ray sets each GPU actor's ``CUDA_VISIBLE_DEVICES``; inside,
+  cluster holds; each actor is placed on the node it was counted on (soft
+  node affinity: a restart after the node's loss may move it). Ray sets each GPU actor's ``CUDA_VISIBLE_DEVICES``; inside,
   the evaluator uses ``gpu:0`` and the actor's name gives the physical GPU.
 * The dataset folder is read once in the driver and put in Ray's object store
   once; each actor writes it to its own temporary folder and loads it once,
@@ -58,6 +59,12 @@ def _read_folder(path: str) -> Dict[str, bytes]:
             with open(full, "rb") as f:
                 files[name] = f.read()
     return files
+
+
+def _prefer(node: Dict[str, Any]):
+    """Ray's scheduling strategy placing an actor on ``node`` (soft: a restart may move it)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
 
 
 class TrainerActor:
@@ -153,6 +160,8 @@ class RayPool:
         self._restarting: Dict[Any, int] = {}  # ready() ref -> actor
         self._ready_by: Dict[int, float] = {}  # restarting actor -> deadline
         self._start_failures: Dict[int, int] = {}  # actor -> failed restarts in a row
+        self._pids: Dict[int, int] = {}        # actor -> pid of its ready process
+        self._stale: Dict[int, Optional[int]] = {}  # restarting actor -> its old pid
         self._retry: List[Dict] = []
         self._started_ray = False
         self._dataset_ref = None
@@ -168,16 +177,17 @@ class RayPool:
         """
         import ray
         self._connect()
-        shapes = self._shape([node["Resources"] for node in ray.nodes() if node.get("Alive")])
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        shapes = self._shape([node["Resources"] for node in nodes])
         n = len(shapes)
         data = _read_folder(self.evaluator.data_path) if ships_data(self.evaluator) else None
         # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
         # these arguments when it restarts the actor.
         self._dataset_ref = ray.put(data) if data is not None else None
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
-        self.actors = [actor_cls.options(**per).remote(self.evaluator, threads,
-                                                       self._dataset_ref, self.deterministic)
-                       for per, threads in shapes]
+        self.actors = [actor_cls.options(**per, scheduling_strategy=_prefer(nodes[k]))
+                       .remote(self.evaluator, threads, self._dataset_ref, self.deterministic)
+                       for per, threads, k in shapes]
         try:
             infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
         except ray.exceptions.RayError as e:
@@ -186,6 +196,7 @@ class RayPool:
             if i["setup_error"]:
                 raise WorkerSetupError("Ray trainer actor on %s/%s could not start: %s"
                                        % (i["node"], i["device"], i["setup_error"]))
+        self._pids = {w: i["pid"] for w, i in enumerate(infos)}
         self.devices = ["%s/%s" % (i["node"], i["device"]) + (
             " (CUDA device %s)" % ",".join(i["gpu_ids"]) if i.get("gpu_ids") else "")
             for i in infos]
@@ -210,8 +221,8 @@ class RayPool:
                 "'ray start --head' or pass --ray_address local"
                 % (self.address, " ".join(str(e).split()))) from None
 
-    def _shape(self, nodes: List[Dict[str, float]]) -> List[Tuple[Dict[str, float], int]]:
-        """(Ray resources, threads) of each actor to start, GPU actors first.
+    def _shape(self, nodes: List[Dict[str, float]]) -> List[Tuple[Dict[str, float], int, int]]:
+        """(Ray resources, threads, node position) of each actor to start, GPU actors first.
 
         Args:
           nodes: the ``Resources`` of each alive node.
@@ -221,14 +232,15 @@ class RayPool:
         """
         cpus = self.cpus_per_trainer
         gpu_slots, cpu_slots = [], []
-        for res in nodes:
+        for k, res in enumerate(nodes):
             gpus = float(res.get("GPU", 0)) if self.use_gpus else 0.0
             by_cpu = int(float(res.get("CPU", 0)) // cpus)
             if gpus > 0:
-                k = min(int(gpus / self.gpus_per_trainer + 1e-9), by_cpu)
-                gpu_slots += [({"num_gpus": self.gpus_per_trainer, "num_cpus": cpus}, cpus)] * k
+                fit = min(int(gpus / self.gpus_per_trainer + 1e-9), by_cpu)
+                gpu_slots += [({"num_gpus": self.gpus_per_trainer, "num_cpus": cpus}, cpus, k)
+                              ] * fit
             else:
-                cpu_slots += [({"num_cpus": cpus}, cpus)] * by_cpu
+                cpu_slots += [({"num_cpus": cpus}, cpus, k)] * by_cpu
         slots = gpu_slots + cpu_slots
         n = self.num_trainers if self.num_trainers > 0 else len(slots)
         if n <= 0 or n > len(slots):
@@ -331,7 +343,12 @@ class RayPool:
                                       "seconds": time.time() - task["start"]}
 
     def _watch_restart(self, w: int):
-        """Counts a restart of actor ``w`` and waits (in ``next_result``) for it to be ready."""
+        """Counts a restart of actor ``w`` and waits (in ``next_result``) for it to be ready.
+
+        ``ray.kill`` is asynchronous: a ``ready()`` answered by the old
+        process (same pid) is asked again until the new one answers.
+        """
+        self._stale[w] = self._pids.get(w)
         self.restarts += 1
         self._restarting[self.actors[w].ready.remote()] = w
         self._ready_by.setdefault(w, time.time() + READY_TIMEOUT_S)
@@ -350,6 +367,12 @@ class RayPool:
                                                     str(e).splitlines()[0][:200])) from None
             self._restarting[self.actors[w].ready.remote()] = w
             return
+        if info["pid"] == self._stale.get(w):  # the old process, not yet gone
+            time.sleep(0.05)
+            self._restarting[self.actors[w].ready.remote()] = w
+            return
+        self._stale.pop(w, None)
+        self._pids[w] = info["pid"]
         if info["setup_error"]:
             raise WorkerSetupError("Ray trainer actor %d (%s) could not start again: %s"
                                    % (w, self.devices[w], info["setup_error"]))
