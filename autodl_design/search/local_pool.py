@@ -22,13 +22,13 @@ worker must be ready within ``ready_timeout`` seconds; a start that dies or
 hangs is retried ``start_retries`` times, then the search stops with one line
 naming the device (``SearchError``).
 """
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import signal
 import sys
 import time
-import contextlib
 import traceback
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
