@@ -59,6 +59,7 @@ class TrainerConfig:
     latency_batch: int = 1
     latency_repeats: int = _GPU["latency_repeats"]
     latency_table: str = ""      # profiled table of the target device ("" = measure here)
+    amp: bool = False            # GPU trainers: automatic mixed precision (O1) in training
 
 
 @dataclasses.dataclass
@@ -92,6 +93,8 @@ class DeviceConfig:
     cpus_per_trainer: int = 1    # CPUs (threads) per Ray CPU actor
     max_retries: int = 2         # retries of a candidate whose worker/actor died
     trial_timeout: float = 0     # seconds before a running candidate's worker is killed
+    gpus_per_trainer: float = 1.0  # GPUs per Ray GPU actor (fractions share a GPU)
+    deterministic: bool = False  # GPU workers: FLAGS_cudnn_deterministic=1
 
 
 @dataclasses.dataclass

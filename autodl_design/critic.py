@@ -186,14 +186,18 @@ def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
 
     1. ``metrics["status"] == "failed"`` (the evaluator's report): failed,
        reward None, with the evaluator's reason.
-    2. A bounded metric missing, NaN, negative or not a number: failed with
+    2. ``metrics["status"] == "infeasible"`` (the evaluator's report, e.g. the
+       candidate ran out of GPU memory, or its gate found it over a bound):
+       infeasible, reward ``constraints.infeasible_reward`` (the controller
+       learns to avoid it), with the evaluator's reason.
+    3. A bounded metric missing, NaN, negative or not a number: failed with
        reason ``"critic: <problem>"``.
-    3. Hard mode and over a bound: infeasible, reward
+    4. Hard mode and over a bound: infeasible, reward
        ``constraints.infeasible_reward``, reason the evaluator's (if any)
        else ``check(...).text``. Such a candidate is never trained.
-    4. Not trained yet (``trained`` False; the worker's cheap gate): ok,
+    5. Not trained yet (``trained`` False; the worker's cheap gate): ok,
        reward None: worth training.
-    5. Trained: ok with ``reward(metrics["val_accuracy"], ...)``; a NaN/inf
+    6. Trained: ok with ``reward(metrics["val_accuracy"], ...)``; a NaN/inf
        accuracy or a reward that cannot be computed (a zero metric with a
        negative soft exponent) is failed, reason ``"critic: <problem>"``.
 
@@ -215,6 +219,9 @@ def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
     reason = str(metrics.get("reason", ""))
     if metrics.get("status") == "failed":
         return Verdict("failed", None, False, reason)
+    if metrics.get("status") == "infeasible":
+        return Verdict("infeasible", float(constraints.infeasible_reward), False,
+                       reason or "infeasible")
     try:
         feas = check(metrics, constraints)
     except ValueError as e:

@@ -82,12 +82,21 @@ class Evaluator(Protocol):
     An evaluator object is built in the driver, pickled to each worker, set up
     once there (load data, pin the device) and then asked for one candidate
     at a time. Its own failures (a bug of the project) raise; a candidate's
-    legitimate failures (NaN loss, out of memory, an error inside the
-    candidate's own ops) come back as ``{"status": "failed", "reason": ...}``.
+    legitimate failures (NaN loss, an error inside the candidate's own ops)
+    come back as ``{"status": "failed", "reason": ...}``, running out of
+    memory as ``{"status": "infeasible", "reason": "out of memory on ..."}``
+    (``autodl_design.evaluation.device_failures``). A device fault (a CUDA or
+    cuDNN error) raises ``autodl_design.evaluation.DeviceFault``: the pool
+    records the candidate failed and replaces the worker.
     """
 
     def setup(self, device: str, threads: int) -> None:
-        """Pins the worker to ``device`` ('cpu' or 'gpu:N') and loads what it needs."""
+        """Pins the worker to ``device`` ('cpu' or 'gpu:N') and loads what it needs.
+
+        Pools pin GPU workers with ``CUDA_VISIBLE_DEVICES`` before the worker
+        imports anything, so a GPU worker is always given ``gpu:0``;
+        ``autodl_design.devices.device_label()`` names its physical GPU.
+        """
 
     def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
         """Metrics of one candidate (``candidate`` is its ``to_dict()``).

@@ -28,7 +28,12 @@ TRIALS_FILE = "trials.jsonl"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.json"
 STATUSES = ("ok", "failed", "infeasible", "duplicate")
-RESUME_IGNORE = ("search.resume", "search.num_models", "search.max_time", "search.log_dir")
+# Settings a resumed run may change: the budget, the folder, and where things run
+# (devices.*, except what changes results: deterministic kernels, retries, timeouts).
+RESUME_IGNORE = ("search.resume", "search.num_models", "search.max_time", "search.log_dir",
+                 "devices.agent_device", "devices.trainer_devices", "devices.threads_per_worker",
+                 "devices.cluster", "devices.ray_address", "devices.num_trainers",
+                 "devices.cpus_per_trainer", "devices.gpus_per_trainer")
 
 
 # ---------------------------------------------------------------------------

@@ -40,7 +40,8 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
     "constraint_mode": ("constraints", "mode"),
     **{k: ("devices", k) for k in (
         "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
-        "max_retries", "trial_timeout")},
+        "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic")},
+    "amp": ("trainer", "amp"),
 }
 
 
@@ -165,10 +166,13 @@ def _define():
     d.DEFINE_string("agent_device", None, "Device of the controller: cpu or gpu:N "
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
     d.DEFINE_string("trainer_devices", None, "Comma list of trainer devices, one worker "
-                    "process each, e.g. cpu,cpu or gpu:0,gpu:1 (default: gpu:1 with two GPUs, "
-                    "else gpu:0, else one 'cpu' worker per core).")
-    cf(d.DEFINE_integer, "threads_per_worker", "CPU threads per trainer worker (0 = cores / "
-       "CPU workers).", lower_bound=0)
+                    "process each, e.g. cpu,cpu or gpu:0,gpu:1; gpu:N is entry N of "
+                    "CUDA_VISIBLE_DEVICES when it is set (default: with N >= 2 GPUs one worker on "
+                    "each of gpu:1 .. gpu:N-1, the agent keeping gpu:0; with one GPU gpu:0, "
+                    "shared with the agent; else one 'cpu' worker per core).")
+    cf(d.DEFINE_integer, "threads_per_worker", "CPU threads per trainer worker (0 = by device "
+       "kind: 1 per GPU worker, the remaining cores shared by the CPU workers).",
+       lower_bound=0)
 
     cf(d.DEFINE_enum, "cluster", ["local", "ray"], "local: one trainer process per "
        "--trainer_devices entry on this machine; ray: trainer actors on a Ray cluster "
@@ -177,8 +181,9 @@ def _define():
        "cluster this machine joined with 'ray start'), HOST:PORT, or 'local' (a "
        "private Ray instance on 127.0.0.1).")
     cf(d.DEFINE_integer, "num_trainers", "Ray trainer actors (0 = as many as the cluster "
-       "holds: one per GPU, else one per --cpus_per_trainer CPUs).", lower_bound=0)
-    cf(d.DEFINE_integer, "cpus_per_trainer", "CPUs (and threads) per Ray CPU trainer actor.",
+       "holds: one per --gpus_per_trainer GPUs on nodes with GPUs, one per "
+       "--cpus_per_trainer CPUs on the others).", lower_bound=0)
+    cf(d.DEFINE_integer, "cpus_per_trainer", "CPUs (and threads) per Ray trainer actor.",
        lower_bound=1)
     cf(d.DEFINE_integer, "max_retries", "With --cluster ray: times a candidate whose actor "
        "or node was lost is retried on another actor before it is recorded as "
@@ -203,6 +208,15 @@ def _define():
     d.register_multi_flags_validator(
         ["lr_max", "lr_min"], lambda f: f["lr_min"] <= f["lr_max"],
         "--lr_min must not exceed --lr_max")
+    # ---------------- GPU ----------------
+    cf(d.DEFINE_float, "gpus_per_trainer", "With --cluster ray: GPUs per GPU trainer actor; "
+       "a fraction (e.g. 0.5) puts several actors on one GPU. Nodes without a GPU get "
+       "CPU actors of --cpus_per_trainer CPUs.", lower_bound=0.01)
+    cf(d.DEFINE_boolean, "deterministic", "GPU trainers start with "
+       "FLAGS_cudnn_deterministic=1 (slower, repeatable cuDNN kernels).")
+    cf(d.DEFINE_boolean, "amp", "GPU trainers train with automatic mixed precision "
+       "(paddle.amp O1 + GradScaler; latency, memory and evaluation stay float32). "
+       "Ignored with a note on CPU trainers.")
 
 
 def _valid_device_or_none(value) -> bool:

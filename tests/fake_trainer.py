@@ -1,9 +1,12 @@
 """A cheap, deterministic stand-in for the real trainer, for testing the search loop.
 
 Metrics are simple functions of the architecture, so tests know what to
-expect; ``faults`` (index -> 'raise' | 'nan' | 'die' | 'hang' | 'bug')
-injects the failures a real trainer can have ('bug': an exception escaping
-the evaluator, i.e. a bug of ours).
+expect; ``faults`` (index -> 'raise' | 'nan' | 'die' | 'hang' | 'bug' |
+'oom' | 'cuda') injects the failures a real trainer can have ('bug': an
+exception escaping the evaluator, i.e. a bug of ours; 'oom': the
+candidate's ops raise MemoryError; 'cuda': they raise a CUDA-style OSError).
+``setup_faults`` (start number -> 'crash' | 'hang') breaks the set-up of a
+worker's n-th start (1 = first), counted in ``counter_file``.
 """
 import dataclasses
 import math
@@ -14,7 +17,8 @@ from typing import Dict, Optional
 
 from autodl_design.arch import Architecture
 from autodl_design.config import Config
-from autodl_design.evaluation import evaluate_candidate, median_stopper
+from autodl_design.devices import device_label
+from autodl_design.evaluation import device_failures, evaluate_candidate, median_stopper
 
 
 def hardware(arch: Architecture):
@@ -39,18 +43,40 @@ class FakeEvaluator:
       config_dict: the run's ``Config.to_dict()``.
       faults: evaluation index -> fault (keys may be strings, as from JSON).
       delay: seconds each evaluation sleeps first.
+      setup_faults: start number (1-based, over all workers) -> 'crash' | 'hang'.
+      counter_file: where starts are counted (needed with ``setup_faults``).
+      report_device: add the ``CUDA_VISIBLE_DEVICES`` and device the set-up
+        saw, Paddle's allocator retry time and the pid to every result.
     """
     config_dict: Dict
     faults: Dict[int, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
+    setup_faults: Dict[int, str] = dataclasses.field(default_factory=dict)
+    counter_file: str = ""
+    report_device: bool = False
     _config: Optional[Config] = dataclasses.field(default=None, init=False, repr=False,
                                                   compare=False)
+    _device: str = dataclasses.field(default="", init=False, repr=False, compare=False)
+    _visible: Optional[str] = dataclasses.field(default=None, init=False, repr=False,
+                                                compare=False)
 
     def __post_init__(self):
         self.faults = {int(k): v for k, v in self.faults.items()}
 
     def setup(self, device: str, threads: int) -> None:
         self._config = Config.from_dict(self.config_dict)
+        self._device = device
+        self._visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as the set-up saw it
+        if self.counter_file:
+            with open(self.counter_file, "a") as f:
+                f.write("%d\n" % os.getpid())
+            with open(self.counter_file) as f:
+                start = len(f.read().split())
+            fault = self.setup_faults.get(start)
+            if fault == "crash":
+                os._exit(3)
+            if fault == "hang":
+                time.sleep(3600)
 
     def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
         time.sleep(self.delay)
@@ -63,14 +89,24 @@ class FakeEvaluator:
             raise KeyError("injected evaluator bug")
         arch = Architecture.from_dict(candidate)
         try:
-            return evaluate_candidate(arch, self._config.constraints, hardware,
-                                      lambda a: self._train(a, fault, seed, options))
-        except RuntimeError as e:  # raised by the candidate's own (fake) ops
-            return {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
+            metrics = evaluate_candidate(arch, self._config.constraints, hardware,
+                                         lambda a: self._train(a, fault, seed, options))
+        except (RuntimeError, MemoryError, OSError) as e:  # the candidate's own (fake) ops
+            metrics = {"status": "failed", "reason": "%s: %s" % (type(e).__name__, e)}
+        if self.report_device:
+            metrics.update(visible_devices=self._visible, worker_device=self._device,
+                           pid=os.getpid(), allocator_retry_ms=os.environ.get(
+                               "FLAGS_gpu_allocator_retry_time"))
+        return device_failures(metrics, device_label(self._device), lambda: None)
 
     def _train(self, a: Architecture, fault: Optional[str], seed: int, options: Dict) -> Dict:
         if fault == "raise":
             raise RuntimeError("injected trainer crash")
+        if fault == "oom":
+            raise MemoryError("ResourceExhausted: Out of memory error on GPU 0")
+        if fault == "cuda":
+            raise OSError("(External) CUDA error(700), an illegal memory access was "
+                          "encountered")
         if fault == "nan":
             return {"status": "failed", "reason": "loss is nan at epoch 1",
                     "val_accuracy": math.nan}

@@ -188,3 +188,12 @@ def test_verdict_failures():
         critic.verdict({"latency_ms": 1.0, "status": "ok"}, c, trained=True)
     with pytest.raises(ValueError, match="mode"):
         critic.verdict({}, ConstraintConfig(mode="medium"), trained=False)
+
+
+def test_an_infeasible_report_gets_the_infeasible_reward_in_both_modes():
+    # e.g. out of GPU memory: no latency or memory was measured, nothing trained
+    for mode in ("hard", "soft"):
+        c = ConstraintConfig(max_latency_ms=5, mode=mode, infeasible_reward=-0.5)
+        v = critic.verdict({"status": "infeasible", "reason": "out of memory on gpu:1",
+                            "params": 10}, c, trained=False)
+        assert v == critic.Verdict("infeasible", -0.5, False, "out of memory on gpu:1")

@@ -88,7 +88,8 @@ def test_cpu_preset_when_no_gpu_and_size_flags_override():
 
 @pytest.mark.parametrize("num_gpus, cores, agent, trainers", [
     (0, 1, "cpu", ("cpu",)), (0, 2, "cpu", ("cpu", "cpu")), (1, 2, "gpu:0", ("gpu:0",)),
-    (2, 2, "gpu:0", ("gpu:1",)), (8, 64, "gpu:0", ("gpu:1",))])
+    (2, 2, "gpu:0", ("gpu:1",)),
+    (8, 64, "gpu:0", ("gpu:1", "gpu:2", "gpu:3", "gpu:4", "gpu:5", "gpu:6", "gpu:7"))])
 def test_default_devices(num_gpus, cores, agent, trainers):
     c = flags.build_config(parse([]), num_gpus=num_gpus, cores=cores)
     assert c.devices.agent_device == agent and not hasattr(c.agent, "device")

@@ -115,6 +115,21 @@ def test_hung_candidate_times_out(local_ray, tmp_path):
     assert by_index[0]["status"] == "ok"
 
 
+def test_a_cuda_error_restarts_the_actor(local_ray, tmp_path):
+    config = make_config(tmp_path / "log", num_models=6, batch_size=2)
+    lines = []
+    pool = make_pool(config, faults={1: "cuda"}, log=lines.append)
+    result, trials, _ = run(config, pool)
+    pool.terminate()
+    by_index = {r["index"]: r for r in trials}
+    assert sorted(by_index) == list(range(6))
+    assert by_index[1]["status"] == "failed"
+    assert by_index[1]["reason"].startswith("device error on cpu: OSError: (External) CUDA error")
+    assert "device_fault" not in by_index[1]["metrics"]
+    assert pool.restarts == 1 and sum("restarting the actor" in l for l in lines) == 1
+    assert all(by_index[i]["status"] in ("ok", "duplicate") for i in (0, 2, 3, 4, 5))
+
+
 def test_an_evaluator_bug_on_an_actor_stops_the_search(local_ray, tmp_path):
     from autodl_design.search.errors import WorkerBug
     config = make_config(tmp_path / "log", num_models=4, batch_size=4)

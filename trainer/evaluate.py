@@ -62,8 +62,27 @@ class TrainerEvaluator:
         self._context = context
 
     def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
-        """Cheap metrics, the bounds, then (if worth it) training (``evaluate_candidate``)."""
-        return evaluate_candidate(candidate, index, seed, self._context, options)
+        """Cheap metrics, the bounds, then (if worth it) training (``evaluate_candidate``).
+
+        Out of memory makes the candidate infeasible ("out of memory on
+        gpu:N ..."); after any failure the GPU allocator's cache is emptied.
+
+        Raises:
+          autodl_design.evaluation.DeviceFault: a CUDA or cuDNN error (the
+            worker reports it and exits; the pool starts a fresh one).
+        """
+        from autodl_design.devices import device_label
+        device = self._context["device"]
+        metrics = evaluate_candidate(candidate, index, seed, self._context, options)
+        return evaluation.device_failures(metrics, device_label(device),
+                                          lambda: empty_cache(device))
+
+
+def empty_cache(device: str) -> None:
+    """Returns the GPU allocator's cached blocks after a failure (nothing to do on CPU)."""
+    if device.startswith("gpu"):
+        from autodl_design.backend import paddle
+        paddle.device.cuda.empty_cache()
 
 
 def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
@@ -81,8 +100,10 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
 
     Returns:
       The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
-      candidate too large for memory is status 'failed'. Other exceptions
-      are bugs and propagate.
+      candidate too large for memory is status 'failed' with a reason naming
+      MemoryError (``TrainerEvaluator.evaluate`` makes it infeasible), a
+      CUDA/cuDNN error while measuring is 'failed' naming it (``evaluate``
+      raises ``DeviceFault``). Other exceptions are bugs and propagate.
     """
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
@@ -92,20 +113,28 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     table = context.get("latency_table")
 
     def measure(a):
-        return hardware_metrics(a, config.trainer, data.image_shape, data.num_classes,
-                                table, context["device"])
+        from autodl_design.devices import device_label, measuring
+        with measuring(context["device"]):  # one worker at a time per GPU
+            return hardware_metrics(a, config.trainer, data.image_shape, data.num_classes,
+                                    table, device_label(context["device"]))
 
     on_epoch = None
     if "cull" in options:
         on_epoch = evaluation.median_stopper(options["cull"], options["cull_start_epoch"])
 
     def train(a):
-        return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch)
+        return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch,
+                                  amp=config.trainer.amp and context["device"] != "cpu")
 
     try:
         return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
     except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
-        return {"status": "failed", "reason": "out of memory: %s" % " ".join(str(e).split())}
+        return {"status": "failed", "reason": "MemoryError: %s" % " ".join(str(e).split())}
+    except (OSError, SystemError) as e:  # Paddle's External/Fatal errors while measuring
+        if evaluation.failure_kind(str(e)) != "device":
+            raise
+        return {"status": "failed", "reason": "%s: %s" % (type(e).__name__,
+                                                          " ".join(str(e).split())[:600])}
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,

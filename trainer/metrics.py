@@ -171,9 +171,14 @@ def flops_by_hooks(model, image_shape: Sequence[int]) -> int:
 
 
 def sync(paddle):
-    """Waits for the current GPU's queued work (nothing to do on CPU)."""
-    if paddle.device.get_device().startswith("gpu"):
-        paddle.device.synchronize()
+    """Waits for the current GPU's queued work, naming the device (nothing to do on CPU).
+
+    Called before every clock read that times GPU work: kernels run
+    asynchronously, so without it the clock measures the launch only.
+    """
+    device = paddle.device.get_device()
+    if device.startswith("gpu"):
+        paddle.device.synchronize(device)
 
 
 def measure_latency(model, image_shape: Sequence[int], batch: int = 1, repeats: int = 50,
@@ -197,13 +202,17 @@ def measure_latency(model, image_shape: Sequence[int], batch: int = 1, repeats: 
 class AllocatorStats:
     """Paddle allocator statistics of the current device (``allocator_stats`` makes one).
 
+    The GPU functions are given the device explicitly (``gpu:0`` inside a
+    pinned worker), never Paddle's implicit current device.
+
     Raises:
       AttributeError: this Paddle build lacks the host allocator statistics.
     """
 
     def __init__(self, paddle):
         self.paddle = paddle
-        self.gpu = paddle.device.get_device().startswith("gpu")
+        self.device = paddle.device.get_device()
+        self.gpu = self.device.startswith("gpu")
         self.source = "paddle_gpu_allocator" if self.gpu else "paddle_host_allocator"
         if not self.gpu:
             self.core = paddle.base.core
@@ -214,18 +223,18 @@ class AllocatorStats:
 
     def current(self) -> int:
         if self.gpu:
-            return int(self.paddle.device.cuda.memory_allocated())
+            return int(self.paddle.device.cuda.memory_allocated(self.device))
         return int(self.core.host_memory_stat_current_value("Allocated", 0))
 
     def reset_peak(self):
         if self.gpu:
-            self.paddle.device.cuda.reset_max_memory_allocated()
+            self.paddle.device.cuda.reset_max_memory_allocated(self.device)
         else:
             self.core.host_memory_stat_reset_peak_value("Allocated", 0)
 
     def peak(self) -> int:
         if self.gpu:
-            return int(self.paddle.device.cuda.max_memory_allocated())
+            return int(self.paddle.device.cuda.max_memory_allocated(self.device))
         return int(self.core.host_memory_stat_peak_value("Allocated", 0))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from autodl_design.backend import paddle
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
+from trainer.metrics import sync
 from trainer.network import Network, build_network
 
 EVAL_BATCH = 512
@@ -116,7 +117,8 @@ def _fresh_result(result: Dict[str, Any]):
 
 def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
         on_epoch: Optional[Callable[[int, float], bool]] = None,
-        static_graph: bool = False) -> Tuple[Dict[str, Any], Optional[Network]]:
+        static_graph: bool = False, amp: bool = False
+        ) -> Tuple[Dict[str, Any], Optional[Network]]:
     """``train_and_evaluate`` that also returns the trained model (None if failed).
 
     Used by ``python -m trainer`` to export the model; see
@@ -125,6 +127,8 @@ def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
     start = time.perf_counter()
     result: Dict[str, Any] = {"status": "ok", "reason": "", "seed": int(seed),
                               "static_graph": bool(static_graph)}
+    if amp:
+        result["amp"] = True
     model, train_seconds, train_images = None, 0.0, 0
     while True:
         _fresh_result(result)
@@ -192,31 +196,58 @@ def _build(arch: Architecture, config: TrainerConfig, data, static_graph: bool):
     return model, optimizer
 
 
-def _step(model: Network, optimizer, x: np.ndarray, y: np.ndarray, lr: float,
-          where: str) -> float:
-    """One SGD step of the candidate on images ``x`` [B, C, H, W], labels ``y`` [B]; the loss.
+def _step(model: Network, optimizer, x, y, lr: float, scaler=None):
+    """One SGD step of the candidate on device tensors ``x`` [B, C, H, W], ``y`` [B].
+
+    Returns the loss as a device tensor: nothing is copied back to the host
+    (``_epoch`` checks the loss once per epoch). With ``scaler`` (a
+    ``paddle.amp.GradScaler``) the forward pass and loss run under
+    ``paddle.amp.auto_cast`` O1 and the gradients are scaled.
 
     Raises:
-      Diverged: the loss is NaN/inf (``where`` says when).
       CandidateError: a Paddle op of the step raised.
     """
     with candidate_ops():
         optimizer.set_lr(lr)
-        logits = model(paddle.to_tensor(np.ascontiguousarray(x, np.float32)))
-        loss = paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(y))
-        value = float(loss)
-        if not math.isfinite(value):
-            raise Diverged("loss is %s at %s (lr %.3g)" % (value, where, optimizer.get_lr()))
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss = paddle.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+        else:
+            with paddle.amp.auto_cast(level="O1"):
+                loss = paddle.nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         optimizer.clear_grad()
-    return value
+    return loss
+
+
+def _device_split(data, augment: bool):
+    """(images or None, labels): the training split copied to the current device once.
+
+    Images stay on the host (None) when augmenting: ``augment_batch`` is numpy.
+    """
+    labels = np.asarray(data.train_labels, np.int64).reshape(-1)
+    with candidate_ops():
+        images = None if augment else paddle.to_tensor(np.ascontiguousarray(
+            data.train_images, np.float32))
+        return images, paddle.to_tensor(labels)
 
 
 def _epoch(model: Network, optimizer, config: TrainerConfig, data, rng: np.random.Generator,
-           epoch: int, step: int) -> Tuple[float, int, int]:
-    """One epoch over the training split; (mean loss, steps done in total, images seen)."""
-    images, labels = data.train_images, np.asarray(data.train_labels, np.int64).reshape(-1)
+           epoch: int, step: int, on_device, scaler=None) -> Tuple[float, int, int]:
+    """One epoch over the training split; (mean loss, steps done in total, images seen).
+
+    Batches are gathered on the device from ``on_device`` (``_device_split``)
+    by a permutation copied once per epoch; the loss is summed there (in
+    float64, in the order a host sum would use) and read once at the end.
+
+    Raises:
+      Diverged: the epoch's loss is NaN/inf.
+      CandidateError: a Paddle op of the candidate raised.
+    """
+    images = data.train_images
     batch = max(1, int(config.train_batch_size))
     steps_per_epoch = -(-len(images) // batch)
     total_steps = steps_per_epoch * config.early_stop
@@ -225,16 +256,29 @@ def _epoch(model: Network, optimizer, config: TrainerConfig, data, rng: np.rando
         from trainer.data import augment_batch
     model.train()
     order = rng.permutation(len(images))
-    loss_sum, seen = 0.0, 0
+    x_all, y_all = on_device
+    with candidate_ops():
+        order_t = paddle.to_tensor(order)
+        loss_sum = paddle.zeros([], "float64")
+    seen, lr = 0, config.lr_max
     for b in range(steps_per_epoch):
         idx = order[b * batch:(b + 1) * batch]
-        x = augment_batch(images[idx], rng) if augment else images[idx]
+        with candidate_ops():
+            part = order_t[b * batch:(b + 1) * batch]
+            x = (paddle.to_tensor(augment_batch(images[idx], rng)) if augment
+                 else paddle.gather(x_all, part))
+            y = paddle.gather(y_all, part)
         lr = cosine_lr(step, total_steps, config.lr_max, config.lr_min)
-        value = _step(model, optimizer, x, labels[idx], lr, "epoch %d step %d" % (epoch, b + 1))
-        loss_sum += value * len(idx)
+        loss = _step(model, optimizer, x, y, lr, scaler)
+        with candidate_ops():
+            loss_sum = loss_sum + loss.astype("float64") * len(idx)
         step += 1
         seen += len(idx)
-    return loss_sum / len(images), step, seen
+    with candidate_ops():
+        value = float(loss_sum)
+    if not math.isfinite(value):
+        raise Diverged("loss is %s in epoch %d (lr %.3g at its end)" % (value, epoch, lr))
+    return value / len(images), step, seen
 
 
 def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
@@ -245,10 +289,15 @@ def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
     rng = np.random.default_rng(seed)
     _check_data(data)
     model, optimizer = _build(arch, config, data, result["static_graph"])
+    on_device = _device_split(data, bool(getattr(data, "augment", False)))
+    scaler = paddle.amp.GradScaler() if result.get("amp") else None
     step, train_seconds, seen = 0, 0.0, 0
     for epoch in range(1, config.early_stop + 1):
+        sync(paddle)  # before every clock read: GPU kernels run asynchronously
         t0 = time.perf_counter()
-        loss, step, images = _epoch(model, optimizer, config, data, rng, epoch, step)
+        loss, step, images = _epoch(model, optimizer, config, data, rng, epoch, step,
+                                    on_device, scaler)
+        sync(paddle)
         train_seconds += time.perf_counter() - t0
         seen += images
         with candidate_ops():
@@ -283,7 +332,7 @@ def _num_classes(data) -> int:
 
 def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed: int,
                        on_epoch: Optional[Callable[[int, float], bool]] = None,
-                       static_graph: bool = False) -> Dict[str, Any]:
+                       static_graph: bool = False, amp: bool = False) -> Dict[str, Any]:
     """Trains ``arch`` on the training chunk and measures its accuracies.
 
     Deterministic on CPU for a given ``seed``. Runs on the current Paddle
@@ -307,6 +356,9 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
         dygraph (the default). If the compiled network raises a Paddle error
         (``CandidateError``) before the first epoch ends, the candidate is
         trained in dygraph instead (``static_graph_error`` says why).
+      amp: train with automatic mixed precision (``paddle.amp.auto_cast`` O1
+        and a ``GradScaler``; for GPU devices, the caller decides); the result
+        then has ``amp`` True. Evaluation stays float32.
 
     Failures: NaN/inf (``Diverged``) and errors of the candidate's own Paddle
     ops (``CandidateError``: building its network, forward, loss, backward,
@@ -324,7 +376,8 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
       only filled when ``on_epoch`` is given), ``seed`` (the seed used) and
       ``static_graph`` (whether the compiled program was used).
     """
-    result, _ = fit(arch, config, data, seed=seed, on_epoch=on_epoch, static_graph=static_graph)
+    result, _ = fit(arch, config, data, seed=seed, on_epoch=on_epoch, static_graph=static_graph,
+                    amp=amp)
     return result
 
 

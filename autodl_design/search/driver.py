@@ -38,6 +38,7 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
            "(real Fashion-MNIST, %d images per class)" % config.data.images_per_class,
            config.search.preset, config.search.num_models, trainers, config.search.log_dir))
     try:
+        check_local_devices(config, log)
         check_log_dir(config.search.log_dir, config.search.resume)  # before preparing data
         config, manifest = _resolve_data(config, log)
         problem = unsatisfiable(config, manifest)
@@ -50,6 +51,29 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
         print("error: %s" % e, file=sys.stderr)
         return 2
     return execute(config, space, searcher, pool, log)
+
+
+def check_local_devices(config: Config, log: Callable[[str], None],
+                        num_gpus: Optional[int] = None) -> None:
+    """Refuses devices Paddle does not see; notes a setting that has no effect on CPU.
+
+    Args:
+      num_gpus: GPUs Paddle sees; None asks Paddle (``devices.count_gpus``),
+        only when a GPU device is configured.
+
+    Raises:
+      ValueError: a GPU index at or beyond the GPUs Paddle sees (one line).
+    """
+    from autodl_design import devices
+    d = config.devices
+    wanted = [d.agent_device] + (list(d.trainer_devices) if d.cluster == "local" else [])
+    if num_gpus is None and any(w.startswith("gpu:") for w in wanted):
+        num_gpus = devices.count_gpus()
+    devices.check_devices(wanted, num_gpus or 0)
+    on_cpu = d.cluster == "local" and all(w == "cpu" for w in d.trainer_devices)
+    if config.trainer.amp and on_cpu:
+        log("note: --amp is ignored: it applies to GPU trainers only (trainers: %s)"
+            % ",".join(d.trainer_devices))
 
 
 def _resolve_data(config: Config, log: Callable[[str], None]) -> Tuple[Config, Dict]:

@@ -4,15 +4,24 @@ Same interface as ``autodl_design.search.local_pool.LocalPool`` and the same
 evaluator objects (``autodl_design.interfaces.Evaluator``); the controller
 stays in the driver.
 
-* One actor per GPU (``num_gpus=1``) or per ``cpus_per_trainer`` CPUs;
-  ``num_trainers`` of them, 0 = as many as the cluster can hold.
+* On a node with GPUs, one actor per ``gpus_per_trainer`` GPUs (a fraction
+  such as 0.5 puts two actors on a GPU), each with ``cpus_per_trainer`` CPUs
+  and threads; on a node without GPUs, one CPU actor per ``cpus_per_trainer``
+  CPUs. ``num_trainers`` of them (GPU actors first), 0 = as many as the
+  cluster holds; each actor is placed on the node it was counted on (soft
+  node affinity: a restart after the node's loss may move it). Ray sets each GPU actor's ``CUDA_VISIBLE_DEVICES``; inside,
+  the evaluator uses ``gpu:0`` and the actor's name gives the physical GPU.
 * The dataset folder is read once in the driver and put in Ray's object store
   once; each actor writes it to its own temporary folder and loads it once,
   so nodes need no shared file system.
 * An actor lost mid-evaluation (process or node death) is restarted by Ray
   (``max_restarts=-1``) and its candidate is sent to another actor, up to
   ``max_retries`` times, then reported as failed. A candidate running longer
-  than ``trial_timeout`` seconds has its actor killed (and restarted).
+  than ``trial_timeout`` seconds has its actor killed (and restarted). An
+  evaluator raising ``DeviceFault`` (a CUDA/cuDNN error) has its candidate
+  recorded failed and its actor restarted. A restarted actor that fails to
+  set up more than ``START_RETRIES`` times in a row, or is not ready within
+  ``READY_TIMEOUT_S``, stops the search with one line (``SearchError``).
 * An exception escaping the evaluator is a bug: ``next_result`` raises
   ``WorkerBug`` with the actor's traceback.
 """
@@ -20,16 +29,20 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from autodl_design import devices as devices_lib
+from autodl_design.evaluation import DeviceFault
 from autodl_design.interfaces import Evaluator
 from autodl_design.search.errors import SearchError, WorkerBug, WorkerSetupError
 
 READY_TIMEOUT_S = 600.0
+START_RETRIES = 2
 # With this set to 0 before ``import ray``, a Ray instance started here uses
 # 127.0.0.1 as its node address instead of probing an outside route
 # (Ray ignores --node-ip-address=127.0.0.1 on Linux otherwise).
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+DEVICE_FAULT = "device_fault"  # metrics key of an actor that must be restarted
 
 
 def ships_data(evaluator: Evaluator) -> bool:
@@ -48,6 +61,12 @@ def _read_folder(path: str) -> Dict[str, bytes]:
     return files
 
 
+def _prefer(node: Dict[str, Any]):
+    """Ray's scheduling strategy placing an actor on ``node`` (soft: a restart may move it)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+
+
 class TrainerActor:
     """Body of one Ray trainer actor (wrapped with ``ray.remote`` at start).
 
@@ -57,11 +76,15 @@ class TrainerActor:
     """
 
     def __init__(self, evaluator: Evaluator, threads: int,
-                 dataset_files: Optional[Dict[str, bytes]]):
+                 dataset_files: Optional[Dict[str, bytes]], deterministic: bool = False):
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import ray
-        gpu_ids = ray.get_gpu_ids()
+        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "gpu:0" if gpu_ids else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES
+        self.gpu_ids = gpu_ids
+        if gpu_ids:  # the actor sees its GPU(s) only; name the physical one in messages
+            env = devices_lib.worker_env(self.device, gpu_ids, deterministic)
+            os.environ.update({k: v for k, v in env.items() if k != devices_lib.VISIBLE_ENV})
         if dataset_files is not None:
             self._tmp = tempfile.mkdtemp(prefix="autodl-design-data-")
             for name, blob in dataset_files.items():
@@ -79,11 +102,15 @@ class TrainerActor:
 
     def ready(self):
         return {"node": self.node, "pid": self.pid, "device": self.device,
-                "setup_error": self.setup_error}
+                "gpu_ids": self.gpu_ids, "setup_error": self.setup_error}
 
     def evaluate(self, index: int, candidate: Dict, seed: int, options: Dict) -> Dict:
         start = time.time()
-        metrics = self.evaluator.evaluate(candidate, index, seed, options)
+        try:
+            metrics = self.evaluator.evaluate(candidate, index, seed, options)
+        except DeviceFault as e:  # the pool restarts this actor
+            return {"status": "failed", "reason": str(e), "seconds": time.time() - start,
+                    DEVICE_FAULT: True}
         metrics.setdefault("seconds", time.time() - start)
         return metrics
 
@@ -96,8 +123,8 @@ class RayPool:
         "local" to start a private Ray instance on this machine bound to
         127.0.0.1.
       num_trainers: actors to start; 0 = as many as the cluster holds.
-      cpus_per_trainer: CPUs (and threads) per CPU actor.
-      use_gpus: one GPU per actor when the cluster has GPUs.
+      cpus_per_trainer: CPUs (and threads) per actor.
+      use_gpus: GPU actors on the nodes that have GPUs.
       max_retries: how often a candidate whose actor died is retried.
       trial_timeout: seconds before a running candidate's actor is killed
         (0 = no limit).
@@ -106,11 +133,16 @@ class RayPool:
         each actor's copy replaces the field.
       log: callable for progress lines.
       local_cpus: CPUs of a private instance (address "local"); None = all.
+      gpus_per_trainer: GPUs per GPU actor (fractions allowed).
+      deterministic: GPU actors set ``FLAGS_cudnn_deterministic=1``.
     """
 
     def __init__(self, address: str, num_trainers: int, cpus_per_trainer: int, use_gpus: bool,
                  max_retries: int, trial_timeout: float, evaluator: Evaluator, log=print,
-                 local_cpus: Optional[int] = None):
+                 local_cpus: Optional[int] = None, gpus_per_trainer: float = 1.0,
+                 deterministic: bool = False):
+        self.gpus_per_trainer = gpus_per_trainer
+        self.deterministic = deterministic
         self.address = address
         self.num_trainers = num_trainers
         self.cpus_per_trainer = cpus_per_trainer
@@ -126,6 +158,10 @@ class RayPool:
         self._busy: Dict[int, Dict] = {}      # actor -> task
         self._refs: Dict[Any, int] = {}       # object ref -> actor
         self._restarting: Dict[Any, int] = {}  # ready() ref -> actor
+        self._ready_by: Dict[int, float] = {}  # restarting actor -> deadline
+        self._start_failures: Dict[int, int] = {}  # actor -> failed restarts in a row
+        self._pids: Dict[int, int] = {}        # actor -> pid of its ready process
+        self._stale: Dict[int, Optional[int]] = {}  # restarting actor -> its old pid
         self._retry: List[Dict] = []
         self._started_ray = False
         self._dataset_ref = None
@@ -141,15 +177,17 @@ class RayPool:
         """
         import ray
         self._connect()
-        per, n, threads = self._shape(ray.cluster_resources())
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        shapes = self._shape([node["Resources"] for node in nodes])
+        n = len(shapes)
         data = _read_folder(self.evaluator.data_path) if ships_data(self.evaluator) else None
         # Kept for the pool's lifetime: Ray re-runs an actor's constructor with
         # these arguments when it restarts the actor.
         self._dataset_ref = ray.put(data) if data is not None else None
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(TrainerActor)
-        self.actors = [actor_cls.options(**per).remote(self.evaluator, threads,
-                                                       self._dataset_ref)
-                       for _ in range(n)]
+        self.actors = [actor_cls.options(**per, scheduling_strategy=_prefer(nodes[k]))
+                       .remote(self.evaluator, threads, self._dataset_ref, self.deterministic)
+                       for per, threads, k in shapes]
         try:
             infos = ray.get([a.ready.remote() for a in self.actors], timeout=READY_TIMEOUT_S)
         except ray.exceptions.RayError as e:
@@ -158,7 +196,10 @@ class RayPool:
             if i["setup_error"]:
                 raise WorkerSetupError("Ray trainer actor on %s/%s could not start: %s"
                                        % (i["node"], i["device"], i["setup_error"]))
-        self.devices = ["%s/%s" % (i["node"], i["device"]) for i in infos]
+        self._pids = {w: i["pid"] for w, i in enumerate(infos)}
+        self.devices = ["%s/%s" % (i["node"], i["device"]) + (
+            " (CUDA device %s)" % ",".join(i["gpu_ids"]) if i.get("gpu_ids") else "")
+            for i in infos]
         self.log("[ray] %d trainer actors ready: %s" % (n, ", ".join(self.devices)))
 
     def _connect(self):
@@ -180,17 +221,35 @@ class RayPool:
                 "'ray start --head' or pass --ray_address local"
                 % (self.address, " ".join(str(e).split()))) from None
 
-    def _shape(self, resources: Dict[str, float]):
-        """(resources per actor, number of actors, threads per actor) for the cluster."""
-        gpus = int(resources.get("GPU", 0)) if self.use_gpus else 0
-        per = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": self.cpus_per_trainer}
-        capacity = gpus if gpus else int(resources.get("CPU", 0)) // self.cpus_per_trainer
-        n = self.num_trainers if self.num_trainers > 0 else capacity
-        if n <= 0 or n > capacity:
-            raise SearchError("the Ray cluster holds %d trainer(s) of %s; asked for %d "
-                              "(lower --num_trainers or --cpus_per_trainer)"
-                              % (capacity, per, n))
-        return per, n, 1 if gpus else self.cpus_per_trainer
+    def _shape(self, nodes: List[Dict[str, float]]) -> List[Tuple[Dict[str, float], int, int]]:
+        """(Ray resources, threads, node position) of each actor to start, GPU actors first.
+
+        Args:
+          nodes: the ``Resources`` of each alive node.
+
+        Raises:
+          SearchError: the cluster holds no trainer, or fewer than ``num_trainers``.
+        """
+        cpus = self.cpus_per_trainer
+        gpu_slots, cpu_slots = [], []
+        for k, res in enumerate(nodes):
+            gpus = float(res.get("GPU", 0)) if self.use_gpus else 0.0
+            by_cpu = int(float(res.get("CPU", 0)) // cpus)
+            if gpus > 0:
+                fit = min(int(gpus / self.gpus_per_trainer + 1e-9), by_cpu)
+                gpu_slots += [({"num_gpus": self.gpus_per_trainer, "num_cpus": cpus}, cpus, k)
+                              ] * fit
+            else:
+                cpu_slots += [({"num_cpus": cpus}, cpus, k)] * by_cpu
+        slots = gpu_slots + cpu_slots
+        n = self.num_trainers if self.num_trainers > 0 else len(slots)
+        if n <= 0 or n > len(slots):
+            raise SearchError("the Ray cluster holds %d trainer(s) (%d GPU, %d CPU actors of %d "
+                              "CPUs, %g GPUs per GPU actor); asked for %d (lower --num_trainers, "
+                              "--cpus_per_trainer or --gpus_per_trainer)"
+                              % (len(slots), len(gpu_slots), len(cpu_slots), cpus,
+                                 self.gpus_per_trainer, n))
+        return slots[:n]
 
     def close(self):
         self.terminate()
@@ -260,16 +319,18 @@ class RayPool:
             return None
         ref = done[0]
         if ref in self._restarting:
-            w = self._restarting.pop(ref)
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                self._restarting[self.actors[w].ready.remote()] = w
+            self._restarted(self._restarting.pop(ref), ref)
             return None
         w = self._refs.pop(ref)
         task = self._busy.pop(w)
         try:
-            return w, task["index"], ray.get(ref)
+            metrics = ray.get(ref)
+            if metrics.pop(DEVICE_FAULT, False):
+                self.log("[ray] %s on actor %d while evaluating #%d; restarting the actor"
+                         % (metrics["reason"], w, task["index"]))
+                self.kill_actor(w)
+                self._watch_restart(w)
+            return w, task["index"], metrics
         except ray.exceptions.RayActorError as e:
             return self._lost(w, task, "actor %d (%s) died: %s"
                               % (w, self.devices[w], str(e).splitlines()[0][:200]))
@@ -281,9 +342,45 @@ class RayPool:
                                       % str(e).splitlines()[0][:300],
                                       "seconds": time.time() - task["start"]}
 
-    def _lost(self, w: int, task: Dict, reason: str):
+    def _watch_restart(self, w: int):
+        """Counts a restart of actor ``w`` and waits (in ``next_result``) for it to be ready.
+
+        ``ray.kill`` is asynchronous: a ``ready()`` answered by the old
+        process (same pid) is asked again until the new one answers.
+        """
+        self._stale[w] = self._pids.get(w)
         self.restarts += 1
         self._restarting[self.actors[w].ready.remote()] = w
+        self._ready_by.setdefault(w, time.time() + READY_TIMEOUT_S)
+
+    def _restarted(self, w: int, ref):
+        """Actor ``w`` answered ``ready()`` (or failed to); SearchError after too many failures."""
+        import ray
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            failures = self._start_failures.get(w, 0) + 1
+            self._start_failures[w] = failures
+            if failures > START_RETRIES:
+                raise SearchError("Ray trainer actor %d (%s) failed to start again, %d time(s) "
+                                  "in a row: %s" % (w, self.devices[w], failures,
+                                                    str(e).splitlines()[0][:200])) from None
+            self._restarting[self.actors[w].ready.remote()] = w
+            return
+        if info["pid"] == self._stale.get(w):  # the old process, not yet gone
+            time.sleep(0.05)
+            self._restarting[self.actors[w].ready.remote()] = w
+            return
+        self._stale.pop(w, None)
+        self._pids[w] = info["pid"]
+        if info["setup_error"]:
+            raise WorkerSetupError("Ray trainer actor %d (%s) could not start again: %s"
+                                   % (w, self.devices[w], info["setup_error"]))
+        self._ready_by.pop(w, None)
+        self._start_failures.pop(w, None)
+
+    def _lost(self, w: int, task: Dict, reason: str):
+        self._watch_restart(w)
         task["attempts"] += 1
         if task["attempts"] <= self.max_retries:
             self.log("[ray] %s while evaluating #%d; retrying it (%d/%d)"
@@ -296,9 +393,13 @@ class RayPool:
                                   "seconds": time.time() - task["start"]}
 
     def _check_timeouts(self):
+        now = time.time()
+        for w, deadline in self._ready_by.items():
+            if now > deadline:
+                raise SearchError("Ray trainer actor %d (%s) was not ready again within %.0f s"
+                                  % (w, self.devices[w], READY_TIMEOUT_S))
         if self.trial_timeout <= 0:
             return
-        now = time.time()
         for w, task in list(self._busy.items()):
             if now - task["start"] > self.trial_timeout:
                 self.log("[ray] #%d ran over --trial_timeout=%gs on actor %d; killing the actor"
