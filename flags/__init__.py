@@ -131,7 +131,9 @@ def _define():
     # ---------------- search ----------------
     d.DEFINE_integer("num_models", None, _size_help("Evaluations in the search.", "num_models"),
                      lower_bound=1)
-    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit).",
+    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit; "
+       "simulated seconds with --benchmark, where it is the budget and --num_models, unless "
+       "given, becomes %d)." % cfg.BENCHMARK_NUM_MODELS,
        lower_bound=0)
     # absl.logging already defines --log_dir (used only if absl writes log files,
     # which this project never asks it to); give it AutoDL Design's default and
