@@ -234,3 +234,38 @@ def test_inline_pool_is_a_pool_and_a_bug_keeps_its_traceback():
     assert pool.free_workers() == [0] and pool.next_result() is None
     with pytest.raises(KeyError, match="bug in evaluate"):
         pool.submit(0, 0, {}, 0, {})
+
+
+def test_simulated_clock_sums_costly_records_also_after_resume(tmp_path):
+    from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataConfig,
+                                      DeviceConfig, SearchConfig, TrainerConfig)
+    from autodl_design.search.clock import SimulatedClock, WallClock, make_clock
+    from autodl_design.search.run_records import RunRecords
+    from autodl_design.search.searchers import RandomSearcher
+
+    def config(benchmark="nb201", resume=False):
+        return Config(DataConfig(), AgentConfig(), TrainerConfig(), ConstraintConfig(),
+                      DeviceConfig(), SearchConfig(log_dir=str(tmp_path / "log"), resume=resume,
+                                                   benchmark=benchmark))
+
+    space = nb201.NB201Space()
+    cell = space.from_arch_str(nb201.arch_str(["nor_conv_3x3"] * 6))
+    assert isinstance(make_clock(config(""), None), WallClock)
+    rr = RunRecords(config(), lambda line: None)
+    clock = make_clock(config(), rr)
+    assert isinstance(clock, SimulatedClock)
+    rr.open(RandomSearcher(space, 0))
+    assert clock.elapsed() == 0.0
+    for index, status, seconds in ((0, "ok", 100.5), (1, "duplicate", 40.0),
+                                   (2, "infeasible", 0.0), (3, "ok", 20.0)):
+        rr.write(records.TrialRecord(
+            step=0, index=index, arch=cell.to_dict(), arch_hash=cell.hash(), metrics={},
+            reward=0.5, feasible=True, status=status, reason="", worker=0, device="cpu",
+            seconds=seconds, time=0.0))
+        assert clock.elapsed() == {0: 100.5, 1: 100.5, 2: 100.5, 3: 120.5}[index]
+    rr.close()
+    resumed = RunRecords(config(resume=True), lambda line: None)
+    clock = make_clock(config(resume=True), resumed)
+    resumed.open(RandomSearcher(space, 0))
+    assert clock.elapsed() == 120.5  # the whole run's, not this process's
+    resumed.close()
