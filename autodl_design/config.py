@@ -15,6 +15,13 @@ SIZE_KEYS: Tuple[str, ...] = tuple(SIZE_PRESETS["gpu"])
 _GPU = SIZE_PRESETS["gpu"]  # the dataclass defaults of the size settings
 
 
+# A --benchmark run with --max_time but without --num_models ends at this many
+# evaluations (repeats included) if its budget of simulated time lasts longer:
+# a searcher that only repeats itself spends no simulated time.
+BENCHMARK_NUM_MODELS = 10_000
+BENCHMARKS: Tuple[str, ...] = ("nb201",)
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the dataset folder is (made by dataset_maker.py)."""
@@ -113,6 +120,9 @@ class SearchConfig:
     tensorboard_dir: str = ""        # TensorBoard scalars per evaluation ("" = none)
     cull_start_epoch: int = 2        # first epoch at which the median rule may stop a candidate
     sample_size: int = 5   # regularized evolution: tournament size
+    benchmark: str = ""    # "" = the cell space with the trainer; "nb201" = NAS-Bench-201's table
+    benchmark_table: str = ""  # another table with the shipped one's columns ("" = the shipped)
+    latency_device: str = "raspi4"  # the benchmark table's latency column: raspi4 or eyeriss
 
 
 @dataclasses.dataclass

@@ -321,7 +321,7 @@ class TrialRecord:
       status: one of ``STATUSES``.
       reason: why it failed / was infeasible / which index it duplicates.
       worker, device: where it ran.
-      seconds: wall time of the evaluation.
+      seconds: wall time of the evaluation (its simulated cost in a --benchmark run).
       time: unix time it finished.
     """
     step: int

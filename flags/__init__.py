@@ -13,7 +13,7 @@ from absl import flags as absl_flags
 from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, reused below)
 
 from autodl_design import config as cfg
-from autodl_design import devices
+from autodl_design import devices, nb201
 from autodl_design.ops import OP_NAMES, parse_ops
 
 FLAGS = absl_flags.FLAGS
@@ -42,7 +42,23 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
         "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
         "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic")},
     "amp": ("trainer", "amp"),
+    **{k: ("search", k) for k in ("benchmark", "benchmark_table", "latency_device")},
 }
+
+# Flags of the cell space and its trainer, refused with --benchmark (a table
+# look-up has no data, network, training, FLOPs, memory or worker processes).
+CELL_SPACE_FLAGS: Tuple[str, ...] = (
+    "data_path", "images_per_class", "num_nodes", "ops", "width", "num_stages", "num_cells",
+    "ratio", "dropout", "early_stop", "train_batch_size", "lr_max", "lr_min", "momentum",
+    "weight_decay", "latency_batch", "latency_repeats", "latency_table", "max_flops",
+    "max_memory_mb", "early_termination", "cull_start_epoch", "trainer_devices",
+    "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
+    "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp")
+# The cell space's controller settings, refused with --benchmark --searcher rl
+# (the controller there uses NAS-Bench-201's own settings, see searchers.py).
+CONTROLLER_FLAGS: Tuple[str, ...] = (
+    "hidden_size", "num_layers", "learning_rate", "bl_decay", "batch_size", "temperature",
+    "tanh_constant", "entropy_weight", "advantage")
 
 
 def _default(flag: str) -> Any:
@@ -116,7 +132,9 @@ def _define():
     # ---------------- search ----------------
     d.DEFINE_integer("num_models", None, _size_help("Evaluations in the search.", "num_models"),
                      lower_bound=1)
-    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit).",
+    cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit; "
+       "simulated seconds with --benchmark, where it is the budget and --num_models, unless "
+       "given, becomes %d)." % cfg.BENCHMARK_NUM_MODELS,
        lower_bound=0)
     # absl.logging already defines --log_dir (used only if absl writes log files,
     # which this project never asks it to); give it AutoDL Design's default and
@@ -190,6 +208,17 @@ def _define():
        "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
     cf(d.DEFINE_float, "trial_timeout", "Seconds a candidate may run before its worker is "
        "killed and replaced (0 = no limit).", lower_bound=0)
+    # ---------------- benchmark ----------------
+    cf(d.DEFINE_enum, "benchmark", [""] + list(cfg.BENCHMARKS), "nb201: search NAS-Bench-201's "
+       "cell space (CIFAR-10) by table look-up through the same loop, records, resume, "
+       "constraints and report; --max_time then counts simulated seconds (each evaluated cell "
+       "costs 12 epochs of training plus validation). Empty = the cell space, trained here.")
+    cf(d.DEFINE_string, "benchmark_table", "With --benchmark nb201: another table with the "
+       "shipped table's columns (empty = autodl_design/tables/nb201/nb201_cifar10.csv.gz, "
+       "checksummed).")
+    cf(d.DEFINE_enum, "latency_device", list(nb201.LATENCY_DEVICES), "With --benchmark "
+       "nb201: whose measured latency --max_latency_ms bounds (HW-NAS-Bench's Raspberry Pi 4 "
+       "or Eyeriss).")
 
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")
@@ -217,6 +246,36 @@ def _define():
     cf(d.DEFINE_boolean, "amp", "GPU trainers train with automatic mixed precision "
        "(paddle.amp O1 + GradScaler; latency, memory and evaluation stay float32). "
        "Ignored with a note on CPU trainers.")
+
+
+def _benchmark_settings(f, search: Dict[str, Any]) -> None:
+    """Checks the flags of a --benchmark run and resolves its table path and budget.
+
+    Raises:
+      absl.flags.ValidationError: a flag that has no meaning with (or
+        without) --benchmark was given.
+    """
+    if not f.benchmark:
+        given = [n for n in ("benchmark_table", "latency_device") if f[n].present]
+        if given:
+            raise absl_flags.ValidationError(
+                "%s only apply with --benchmark nb201" % ", ".join("--" + n for n in given))
+        return
+    refused = [n for n in CELL_SPACE_FLAGS if f[n].present]
+    if refused:
+        raise absl_flags.ValidationError(
+            "--benchmark %s looks cells up in a table: %s apply only to the cell space and "
+            "its trainer; remove them" % (f.benchmark, ", ".join("--" + n for n in refused)))
+    refused = [n for n in CONTROLLER_FLAGS if f[n].present] if f.searcher == "rl" else []
+    if refused:
+        raise absl_flags.ValidationError(
+            "--benchmark %s --searcher rl uses NAS-Bench-201's own controller settings: %s "
+            "set the cell space's controller; remove them" % (
+                f.benchmark, ", ".join("--" + n for n in refused)))
+    if f.benchmark_table:
+        search["benchmark_table"] = os.path.abspath(f.benchmark_table)
+    if f.max_time > 0 and not f["num_models"].present:
+        search["num_models"] = cfg.BENCHMARK_NUM_MODELS
 
 
 def _valid_device_or_none(value) -> bool:
@@ -291,6 +350,7 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
                                             if f.trainer_devices else trainer_default)
     values["search"]["num_models"] = int(sizes["num_models"])
     values["search"]["preset"] = preset
+    _benchmark_settings(f, values["search"])
     return cfg.Config(data=cfg.DataConfig(**values["data"]),
                       agent=cfg.AgentConfig(**values["agent"]),
                       trainer=cfg.TrainerConfig(**values["trainer"]),

@@ -30,6 +30,8 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
     from trainer.evaluate import TrainerEvaluator, unsatisfiable
     if log is None:
         log = _print_line
+    if config.search.benchmark:
+        return run_benchmark(config, log)
     trainers = ("ray:%s" % config.devices.ray_address if config.devices.cluster == "ray"
                 else ",".join(config.devices.trainer_devices))
     log("autodl-design: %s search on %s; preset %s, %d evaluations, trainers %s, log_dir %s"
@@ -74,6 +76,33 @@ def check_local_devices(config: Config, log: Callable[[str], None],
     if config.trainer.amp and on_cpu:
         log("note: --amp is ignored: it applies to GPU trainers only (trainers: %s)"
             % ",".join(d.trainer_devices))
+
+
+def run_benchmark(config: Config, log: Optional[Callable[[str], None]] = None,
+                  pool_delay: float = 0.0) -> int:
+    """Runs a whole ``--benchmark`` search in this process (table look-ups); returns the exit code.
+
+    Args:
+      config: a config with ``search.benchmark`` set.
+      log: callable for progress lines (default: print).
+      pool_delay: seconds the in-process pool waits before each evaluation
+        (0; a test slows a run down to kill it half-way).
+    """
+    from autodl_design.search.benchmark import header, open_benchmark
+    from autodl_design.search.inline_pool import InlinePool
+    from autodl_design.search.searchers import make_searcher, make_space
+    if log is None:
+        log = _print_line
+    log(header(config))
+    try:
+        check_log_dir(config.search.log_dir, config.search.resume)
+        config, evaluator = open_benchmark(config)
+        space = make_space(config)
+        searcher = make_searcher(config, space)
+    except (SearchError, ValueError) as e:  # user input: flags, the table, bounds
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    return execute(config, space, searcher, InlinePool(evaluator, delay=pool_delay), log)
 
 
 def _resolve_data(config: Config, log: Callable[[str], None]) -> Tuple[Config, Dict]:

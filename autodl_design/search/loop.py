@@ -21,6 +21,7 @@ from autodl_design.config import Config
 from autodl_design.interfaces import Candidate, Pool, Searcher, SearchSpace
 from autodl_design.records import TrialRecord
 from autodl_design.search import early_termination, outcome
+from autodl_design.search.clock import make_clock
 from autodl_design.search.pending import Batch, PendingFile
 from autodl_design.search.progress import Progress, SearchResult
 from autodl_design.search.run_records import RunRecords
@@ -64,10 +65,10 @@ class Search:
         self.searcher = searcher
         self.pool = pool
         self.log = log
-        self.start_time = time.time()
         self.records = RunRecords(config, log)
+        self.clock = make_clock(config, self.records)  # wall time, or simulated (benchmark)
         self.pending = PendingFile(config.search.log_dir, space)
-        self.progress = Progress(config, self.records, log, self.start_time)
+        self.progress = Progress(config, self.records, log, self.clock)
         self.batches: List[Batch] = []
         self.in_flight: Dict[int, InFlight] = {}
         self.waiting: Dict[str, List[Tuple[Batch, int]]] = {}  # hash -> twins of an in-flight one
@@ -121,7 +122,7 @@ class Search:
 
     def _out_of_time(self) -> bool:
         mt = self.config.search.max_time
-        return mt > 0 and time.time() - self.start_time >= mt
+        return mt > 0 and self.clock.elapsed() >= mt
 
     def _fill(self) -> None:
         """Proposes batches until 1 + lookahead are open or the budget is spent."""
@@ -210,6 +211,6 @@ class Search:
         closest = (critic.closest(state.records, self.config.constraints)
                    if state.best is None else None)
         return SearchResult(state=state, best=state.best, closest=closest,
-                            seconds=time.time() - self.start_time,
+                            seconds=self.clock.elapsed(),
                             interrupted=self.interrupted, steps=self.searcher.step,
                             restarts=self.pool.restarts, searcher_seconds=self.searcher_seconds)

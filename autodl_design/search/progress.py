@@ -2,7 +2,6 @@
 import dataclasses
 import math
 import os
-import time
 from typing import Callable, Dict, List, Optional
 
 from autodl_design import critic, records
@@ -20,7 +19,8 @@ class SearchResult:
       best: the best feasible record, or None.
       closest: without a feasible record, the one nearest to the bounds
         (``critic.closest``), else None.
-      seconds: wall time of this process's run.
+      seconds: wall time of this process's run (simulated time of the
+        whole run in a benchmark run, see ``clock``).
       interrupted: stopped by Ctrl-C.
       steps: the searcher's learning steps.
       restarts: workers restarted.
@@ -43,15 +43,15 @@ class Progress:
       config: the run's configuration (budget, time limit).
       run_records: the run's records (state, done_at_start).
       log: callable for the lines.
-      start_time: ``time.time()`` when the run started.
+      clock: the run's clock (``clock.WallClock`` or ``clock.SimulatedClock``).
     """
 
     def __init__(self, config: Config, run_records: RunRecords, log: Callable[[str], None],
-                 start_time: float):
+                 clock):
         self.config = config
         self.run_records = run_records
         self.log = log
-        self.start_time = start_time
+        self.clock = clock
 
     def trial(self, r: Dict) -> None:
         """One line for a finished evaluation: status, accuracy, reward, cost, best, time left."""
@@ -72,12 +72,13 @@ class Progress:
         best = state.best
         parts.append("| best %s" % ("#%d %.4f" % (best["index"], best["reward"]) if best
                                     else "none feasible yet"))
-        elapsed = time.time() - self.start_time
-        done_here = max(state.num_done - self.run_records.done_at_start, 1)
+        elapsed = self.clock.elapsed()
+        done_here = max(state.num_done - (0 if self.clock.whole_run
+                                          else self.run_records.done_at_start), 1)
         left = (total - state.num_done) * elapsed / done_here
         if self.config.search.max_time > 0:
             left = min(left, self.config.search.max_time - elapsed)
-        parts.append("| %.0f s, ~%.0f s left" % (elapsed, max(left, 0)))
+        parts.append("| %.0f %s, ~%.0f s left" % (elapsed, self.clock.label, max(left, 0)))
         self.log(" ".join(parts))
 
     def step(self, step: int, batch: List[Dict]) -> None:
@@ -90,9 +91,9 @@ class Progress:
         best_text = ("best #%d reward %.4f val_acc %.3f" % (
             best["index"], best["reward"], best["metrics"].get("val_accuracy", float("nan")))
             if best else "no feasible candidate yet")
-        self.log("step = %d, average accuracy = %.3f | %d/%d evaluations | %s | %.0f s"
+        self.log("step = %d, average accuracy = %.3f | %d/%d evaluations | %s | %.0f %s"
                  % (step, avg, state.num_done, self.config.search.num_models, best_text,
-                    time.time() - self.start_time))
+                    self.clock.elapsed(), self.clock.label))
 
 
 def summary_text(config: Config, space: SearchSpace, state: records.RunState, seconds: float,
@@ -103,7 +104,7 @@ def summary_text(config: Config, space: SearchSpace, state: records.RunState, se
       config: the run's configuration.
       space: reads the best candidate back for its description.
       state: the run's records.
-      seconds: wall time to report.
+      seconds: wall time to report (simulated time in a benchmark run).
       run: the live run's result (controller steps, restarts, interruption),
         None when summarising records after the fact.
     """
@@ -121,7 +122,7 @@ def summary_text(config: Config, space: SearchSpace, state: records.RunState, se
                 shown["index"], critic.check(shown["metrics"], config.constraints).text))
     if shown is not None:
         lines.extend(_candidate_lines(config, space, shown))
-    lines.extend(_count_lines(state.records, seconds, run))
+    lines.extend(_count_lines(state.records, seconds, run, bool(config.search.benchmark)))
     if run is not None and run.interrupted:
         lines.append("interrupted: continue with --resume --log_dir %s" % config.search.log_dir)
     return "\n".join(lines)
@@ -141,6 +142,8 @@ def _candidate_lines(config: Config, space: SearchSpace, r: Dict) -> List[str]:
              fmt_number(m.get("latency_ms"), "%.3f")),
             ("memory (MB, %s)" % m.get("memory_source", "?"),
              fmt_number(m.get("memory_mb"), "%.2f"))]
+    if "nb201_index" in m:  # a NAS-Bench-201 cell: its table row
+        rows.insert(3, ("NAS-Bench-201 index", fmt_number(m["nb201_index"], "%d")))
     width = max(len(k) for k, _ in rows)
     lines.extend("  %-*s  %s" % (width, k, v) for k, v in rows)
     lines.append("  architecture JSON: %s" % os.path.join(config.search.log_dir,
@@ -148,18 +151,24 @@ def _candidate_lines(config: Config, space: SearchSpace, r: Dict) -> List[str]:
     return lines
 
 
-def _count_lines(trials: List[Dict], seconds: float, run: Optional[SearchResult]) -> List[str]:
+def _count_lines(trials: List[Dict], seconds: float, run: Optional[SearchResult],
+                 simulated: bool = False) -> List[str]:
     counts = {k: sum(r["status"] == k for r in trials) for k in records.STATUSES}
     n = len(trials)
     hours = seconds / 3600.0
     lines = ["evaluations: %d (ok %d, failed %d, infeasible %d, duplicates %d)"
              % (n, counts["ok"], counts["failed"], counts["infeasible"], counts["duplicate"])]
-    rate = "wall time: %.0f s, %.1f evaluations/hour" % (seconds, n / hours if hours > 0 else 0.0)
+    rate = "%s time: %.0f s, %.1f evaluations/hour" % (
+        "simulated" if simulated else "wall", seconds, n / hours if hours > 0 else 0.0)
     if run is None:
         return lines + [rate]
-    lines.append("%s, %d controller steps taking %.1f s (%.1f%% of wall time)%s"
-                 % (rate, run.steps, run.searcher_seconds,
-                    100.0 * run.searcher_seconds / seconds if seconds else 0.0,
+    if simulated:
+        share = "real time"
+    else:
+        share = "%.1f%% of wall time" % (100.0 * run.searcher_seconds / seconds if seconds
+                                         else 0.0)
+    lines.append("%s, %d controller steps taking %.1f s (%s)%s"
+                 % (rate, run.steps, run.searcher_seconds, share,
                     ", %d worker restarts" % run.restarts if run.restarts else ""))
     return lines
 

@@ -5,10 +5,12 @@ of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 ``DIR/report/``:
 
 * ``progress.png``: reward and validation accuracy per evaluation with the
-  running best, against evaluations and against wall time;
+  running best, against evaluations and against wall time (simulated time
+  for a ``--benchmark`` run);
 * ``tradeoffs.png``: accuracy against parameters and against latency, with
   the feasible region shaded and the Pareto front marked;
-* ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs;
+* ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs
+  (candidates with cells, i.e. of the cell space);
 * ``report.md``: the search summary (the one the search printed, from
   ``progress.summary_text``), the searcher and latency source, and the best
   candidates, linking the PNGs.
@@ -21,8 +23,9 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from autodl_design import records
-from autodl_design.arch import Architecture, Cell
+from autodl_design.arch import Cell
 from autodl_design.config import Config
+from autodl_design.search.clock import record_cost
 from autodl_design.search.progress import fmt_number, summary_text
 from autodl_design.search.searchers import make_space
 
@@ -49,6 +52,23 @@ def _first_start(trials: List[Dict]) -> float:
     return min(starts)
 
 
+def elapsed_minutes(trials: List[Dict], simulated: bool) -> Dict[int, float]:
+    """Index -> minutes since the run started when each record finished.
+
+    Wall time from the records' ``time`` (and ``seconds``), or, for a
+    ``--benchmark`` run (``simulated``), the simulated time spent up to and
+    including each record, in the order the records were written.
+    """
+    if not simulated:
+        start = _first_start(trials)
+        return {t["index"]: (t["time"] - start) / 60.0 for t in trials}
+    out, total = {}, 0.0
+    for t in trials:
+        total += record_cost(t)
+        out[t["index"]] = total / 60.0
+    return out
+
+
 def _plt():
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -69,10 +89,12 @@ def pareto_front(points: Sequence[tuple]) -> List[int]:
     return front
 
 
-def plot_progress(trials: List[Dict], path: str):
+def plot_progress(trials: List[Dict], path: str, simulated: bool = False):
+    """Reward and validation accuracy against evaluations and time (simulated: see
+    ``elapsed_minutes``)."""
     plt = _plt()
+    minutes = elapsed_minutes(trials, simulated)
     trials = sorted(trials, key=lambda t: t["index"])
-    start = _first_start(trials)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     for col, xkey in enumerate(("index", "time")):
         for row, (name, get) in enumerate((
@@ -80,8 +102,9 @@ def plot_progress(trials: List[Dict], path: str):
                 ("validation accuracy", lambda t: _num(t["metrics"].get("val_accuracy"))))):
             ax = axes[row][col]
             xs_best, ys_best, best = [], [], -math.inf
-            for t in sorted(trials, key=lambda t: t[xkey]):
-                x = t["index"] if xkey == "index" else (t["time"] - start) / 60.0
+            for t in sorted(trials, key=lambda t: (t["index"] if xkey == "index"
+                                                   else minutes[t["index"]])):
+                x = t["index"] if xkey == "index" else minutes[t["index"]]
                 y = get(t)
                 if y is None:
                     continue
@@ -96,7 +119,8 @@ def plot_progress(trials: List[Dict], path: str):
                 ax.step(xs_best, ys_best, where="post", color="tab:orange",
                         label="running best" + (" (feasible)" if name == "reward" else ""))
                 ax.legend(loc="lower right", fontsize=8)
-            ax.set_xlabel("evaluation" if xkey == "index" else "wall time (min)")
+            ax.set_xlabel("evaluation" if xkey == "index" else
+                          "%s time (min)" % ("simulated" if simulated else "wall"))
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s)
@@ -216,16 +240,17 @@ def write_report(log_dir: str, top: int = 5) -> str:
     space = make_space(config)
     out = os.path.join(log_dir, REPORT_DIR)
     os.makedirs(out, exist_ok=True)
-    plot_progress(trials, os.path.join(out, "progress.png"))
+    simulated = bool(config.search.benchmark)
+    plot_progress(trials, os.path.join(out, "progress.png"), simulated)
     plot_tradeoffs(trials, config.constraints.bounds(), os.path.join(out, "tradeoffs.png"))
     state = records.RunState(trials)
-    start = _first_start(trials)
-    wall = max(t["time"] for t in trials) - start
+    seconds = 60.0 * max(elapsed_minutes(trials, simulated).values())
     lines = ["# Search report: %s" % os.path.abspath(log_dir), "",
              "| setting | value |", "|---|---|",
              "| searcher | %s |" % config.search.searcher,
+             "| search space | %s |" % space.name,
              "| latency source | %s |" % _latency_source(trials), "",
-             "```text", summary_text(config, space, state, wall), "```", "",
+             "```text", summary_text(config, space, state, seconds), "```", "",
              "![progress](progress.png)", "", "![accuracy vs cost](tradeoffs.png)", ""]
     if state.best is not None:
         lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
@@ -248,17 +273,18 @@ def read_config(log_dir: str) -> Config:
 
 
 def _best_section(candidate, index: int, out: str) -> List[str]:
-    """The best candidate's section: cell drawings (cell space) and its JSON."""
-    lines = ["## Best architecture: #%d" % index, ""]
-    if not isinstance(candidate, Architecture):  # another space: its JSON only
-        return lines + ["```json", records.dumps(candidate, indent=2), "```", ""]
-    draw_cell(candidate.normal, "best normal cell (#%d)" % index,
-              os.path.join(out, "best_normal_cell.png"))
-    draw_cell(candidate.reduction, "best reduction cell (#%d)" % index,
-              os.path.join(out, "best_reduction_cell.png"))
-    return lines + ["![best normal cell](best_normal_cell.png)", "",
-                    "![best reduction cell](best_reduction_cell.png)", "",
-                    "```json", candidate.to_json().rstrip(), "```", ""]
+    """The best candidate's section: its description, drawings of its cells (candidates
+    with ``normal``/``reduction`` cells, i.e. of the cell space) and its JSON."""
+    lines = ["## Best architecture: #%d" % index, "", "```text", candidate.describe(), "```", ""]
+    for name in ("normal", "reduction"):
+        cell = getattr(candidate, name, None)
+        if isinstance(cell, Cell):
+            png = "best_%s_cell.png" % name
+            draw_cell(cell, "best %s cell (#%d)" % (name, index), os.path.join(out, png))
+            lines += ["![best %s cell](%s)" % (name, png), ""]
+    text = (candidate.to_json().rstrip() if hasattr(candidate, "to_json")  # readable matrices
+            else records.dumps(candidate.to_dict(), indent=2))
+    return lines + ["```json", text, "```", ""]
 
 
 def _top_table(trials: List[Dict], top: int) -> List[str]:

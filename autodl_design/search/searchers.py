@@ -10,14 +10,16 @@ Every searcher implements ``autodl_design.interfaces.Searcher``:
   exactly (weights, optimiser, baseline, random state), written atomically.
 
 Random search and evolution work on any ``SearchSpace``; the RL searcher's
-controller emits the cell space's vectors.
+controller emits the cell space's vectors. On NAS-Bench-201 (``--benchmark
+nb201``) the space is ``nb201.NB201Space`` and rl is
+``agent.space_searcher.SpaceRLSearcher`` with ``NB201_RL_SETTINGS``.
 """
 import os
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-from autodl_design import records
+from autodl_design import nb201, records
 from autodl_design.config import AgentConfig, Config
 from autodl_design.interfaces import Candidate, Searcher, SearchSpace
 from autodl_design.spaces import CellSpace
@@ -160,9 +162,33 @@ class RLSearcher:
         self.agent.restore(folder)
 
 
+# The controller's settings on NAS-Bench-201 (the flags' controller settings
+# are the cell space's): the tuned ones of docs/nb201.md.
+NB201_RL_SETTINGS = nb201.NB201_CONTROLLER
+
+
 def make_space(config: Config) -> SearchSpace:
-    """The search space of ``config`` (the cell space of ``config.agent``)."""
+    """The search space of ``config``: NAS-Bench-201's for ``--benchmark nb201``, else the
+    cell space of ``config.agent``.
+
+    Raises:
+      ValueError: an unknown benchmark.
+    """
+    if config.search.benchmark == "nb201":
+        return nb201.NB201Space()
+    if config.search.benchmark:
+        raise ValueError("unknown benchmark %r: use nb201" % config.search.benchmark)
     return CellSpace(config.agent.num_nodes, config.agent.ops)
+
+
+def nb201_rl_searcher(space: SearchSpace, seed: int, device: str,
+                      settings=NB201_RL_SETTINGS) -> Searcher:
+    """The controller on NAS-Bench-201: ``SpaceRLSearcher`` with ``settings`` (ControllerSettings)."""
+    from agent.space_searcher import SpaceRLSearcher  # imports Paddle and PARL
+    return SpaceRLSearcher(space, settings.agent_config(), seed, advantage=settings.advantage,
+                           reward_scale=settings.reward_scale, ppo_epochs=settings.ppo_epochs,
+                           ppo_clip=settings.ppo_clip, unique=settings.unique,
+                           unique_tries=settings.unique_tries, device=device)
 
 
 def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Searcher:
@@ -172,6 +198,8 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     kind = config.search.searcher
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
+    if kind == "rl" and config.search.benchmark:
+        return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device)
     if kind == "rl":
         return RLSearcher(space, config.agent, config.search.seed, config.devices.agent_device)
     if kind == "evolution":
