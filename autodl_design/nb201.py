@@ -576,4 +576,4 @@ class ControllerSettings:
 DEFAULT_CONTROLLER = ControllerSettings()
 # The tuned settings (docs/nb201.md).
 NB201_CONTROLLER = ControllerSettings(agent={"learning_rate": 0.03}, advantage="rank",
-                                      ppo_epochs=8, unique=True)
+                                      ppo_epochs=8)

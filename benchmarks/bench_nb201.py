@@ -150,6 +150,12 @@ def summarise(rows: List[Dict]) -> Dict:
             "runs": len(rows), "cpu_seconds": float(sum(r["seconds"] for r in rows))}
 
 
+def write(path: str, out: Dict):
+    """Writes the results so far (atomically: an interrupted benchmark keeps what it finished)."""
+    out["date"] = time.strftime("%Y-%m-%d %H:%M")
+    atomic_write_json(path, out)
+
+
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else "%.2f" % x
 
@@ -208,6 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = run_tasks(tasks, args.workers, args.table)
         wall[name] = time.time() - t0
         out["searchers"][name] = dict(summarise(rows), wall_seconds=wall[name])
+        write(args.bench_out, out)
         curves[name] = np.stack([r["curve"] for r in rows])
         s = out["searchers"][name]
         print("  %-9s %d runs in %.1f s wall: %.2f +- %.2f, %.1f evaluations"
@@ -239,6 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 if feasible else None)
             entry["searchers"][name] = s
         out["constrained"][key] = entry
+        write(args.bench_out, out)
     if args.latency_bounds:
         print()
         print("| searcher | Raspberry Pi 4 bound | runs | test acc (%) | regret to the constrained "
@@ -250,8 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       % (name, entry["bound_ms"], entry["optimum_test"], s["runs"],
                          _fmt(s["mean_test"]), _fmt(s["std_test"]), _fmt(s["mean_regret"]),
                          100 * s["feasible_share"], s["mean_evals"]))
-    out["date"] = time.strftime("%Y-%m-%d %H:%M")
-    atomic_write_json(args.bench_out, out)
+    write(args.bench_out, out)
     png = os.path.splitext(args.bench_out)[0] + ".png"
     if not args.no_plot:
         plot(curves, args.budget, png)

@@ -274,7 +274,7 @@ def test_rl_and_evolution_beat_random_search(table):
                          budget)
     rl = run_many(lambda seed: SpaceRLSearcher(space, s.agent_config(), seed,
                                                **s.searcher_options()),
-                  s.batch_size, table, 30, budget)
+                  s.batch_size, table, 15, budget)
     for name, values in (("rl", rl), ("evolution", evolution)):
         p = stats.ttest_ind(values, random, equal_var=False, alternative="greater").pvalue
         assert p < 0.01, "%s (%.2f) does not beat random search (%.2f): p = %.3g" % (
