@@ -262,8 +262,9 @@ def test_rl_and_evolution_beat_random_search(table):
     """A searcher regression: on NB201 rl and evolution find better cells than random search.
 
     Compared on the best reward found (val_acc_12ep, what the searchers
-    optimise) over seeded runs of the paper's protocol (12,000 s); one-sided
-    Welch t-tests (when written: p about 1e-10 for both).
+    optimise) over seeded runs of the paper's protocol (12,000 s): 200 runs
+    of random search and evolution, 15 of rl (the slowest); one-sided Welch
+    t-tests.
     """
     from agent.space_searcher import SpaceRLSearcher
     space = nb201.NB201Space()
