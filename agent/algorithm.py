@@ -55,7 +55,10 @@ class Reinforce(parl.Algorithm):
         """
         logp, ent = self.model.log_prob_entropy(tokens, adjvec)
         adv = paddle.to_tensor(np.asarray(advantages, np.float32).reshape(-1))
-        loss = -(logp * adv).mean()
+        return self._minimise(-(logp * adv).mean(), ent)
+
+    def _minimise(self, loss, ent) -> Tuple[float, float]:
+        """One Adam step on ``loss - entropy_weight * mean(ent)``; (loss, mean entropy) before it."""
         mean_ent = ent.mean()
         if self.entropy_weight:
             loss = loss - self.entropy_weight * mean_ent
@@ -90,12 +93,4 @@ class Reinforce(parl.Algorithm):
         old = paddle.to_tensor(np.asarray(old_log_prob, np.float32).reshape(-1))
         ratio = paddle.exp(logp - old)
         clipped = paddle.clip(ratio, 1.0 - clip, 1.0 + clip)
-        loss = -paddle.minimum(ratio * adv, clipped * adv).mean()
-        mean_ent = ent.mean()
-        if self.entropy_weight:
-            loss = loss - self.entropy_weight * mean_ent
-        self.optimizer.clear_grad()
-        loss.backward()
-        with paddle.utils.unique_name.guard("controller_opt_"):
-            self.optimizer.step()
-        return float(loss), float(mean_ent)
+        return self._minimise(-paddle.minimum(ratio * adv, clipped * adv).mean(), ent)

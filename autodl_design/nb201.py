@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -505,14 +505,19 @@ def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float =
 # --------------------------------------------------------------------------
 # Controller settings for this space
 # --------------------------------------------------------------------------
+AGENT_FIELDS = tuple(f.name for f in dataclasses.fields(AgentConfig)
+                     if f.name not in ("num_nodes", "ops", "advantage", "device"))
+
+
 @dataclasses.dataclass(frozen=True)
 class ControllerSettings:
     """The PARL controller's settings on NAS-Bench-201 (see docs/nb201.md for the tuning).
 
     Attributes:
-      hidden_size, num_layers, learning_rate, bl_decay, temperature,
-        tanh_constant, entropy_weight: as ``AgentConfig``.
-      batch_size: cells sampled per controller update.
+      agent: overrides of ``AgentConfig``'s controller fields
+        (``AGENT_FIELDS``: hidden_size, num_layers, learning_rate, bl_decay,
+        batch_size, temperature, tanh_constant, entropy_weight); the rest
+        are AgentConfig's defaults (AutoDL Design's).
       advantage: "baseline" (r - moving average), "normalize" ((r - batch
         mean) / batch std), "rank" (centred ranks in the batch, in [-0.5,
         0.5]) or "quantile" (r's quantile among all rewards of the run - 0.5).
@@ -521,18 +526,11 @@ class ControllerSettings:
       ppo_epochs: gradient steps per batch; more than 1 uses the clipped
         PPO ratio objective against the sampling policy.
       ppo_clip: the PPO clip epsilon.
-      unique: resample (up to ``unique_tries`` times the batch size) so a
-        batch holds no cell proposed before in this run.
+      unique: resample (up to ``unique_tries`` batches) so a batch holds no
+        cell proposed before in this run.
       unique_tries: see ``unique``.
     """
-    hidden_size: int = 64
-    num_layers: int = 2
-    learning_rate: float = 1e-3
-    bl_decay: float = 0.9
-    batch_size: int = 10
-    temperature: float = 5.0
-    tanh_constant: float = 2.5
-    entropy_weight: float = 0.0
+    agent: Dict[str, Any] = dataclasses.field(default_factory=dict)
     advantage: str = "baseline"
     reward_scale: float = 1.0
     ppo_epochs: int = 1
@@ -540,17 +538,42 @@ class ControllerSettings:
     unique: bool = False
     unique_tries: int = 20
 
+    def __post_init__(self):
+        unknown = sorted(set(self.agent) - set(AGENT_FIELDS))
+        if unknown:
+            raise ValueError("controller settings: %s are not controller fields of AgentConfig "
+                             "(%s)" % (", ".join(unknown), ", ".join(AGENT_FIELDS)))
+
     def agent_config(self) -> AgentConfig:
-        """The ``AgentConfig`` part of these settings (identity advantage, CPU)."""
-        return AgentConfig(num_nodes=2, ops=(), hidden_size=self.hidden_size,
-                           num_layers=self.num_layers, learning_rate=self.learning_rate,
-                           bl_decay=self.bl_decay, batch_size=self.batch_size,
-                           temperature=self.temperature, tanh_constant=self.tanh_constant,
-                           entropy_weight=self.entropy_weight, advantage="identity")
+        """``AgentConfig`` with ``agent`` applied (identity advantage: the searcher makes its own)."""
+        return dataclasses.replace(AgentConfig(), advantage="identity", **self.agent)
+
+    @property
+    def batch_size(self) -> int:
+        return self.agent_config().batch_size
+
+    def replace(self, **overrides) -> "ControllerSettings":
+        """A copy with flat overrides: AgentConfig's controller fields go to ``agent``."""
+        agent = dict(self.agent)
+        agent.update({k: v for k, v in overrides.items() if k in AGENT_FIELDS})
+        rest = {k: v for k, v in overrides.items() if k not in AGENT_FIELDS}
+        return dataclasses.replace(self, agent=agent, **rest)
+
+    def searcher_options(self) -> Dict[str, Any]:
+        """Keyword arguments of ``agent.space_searcher.SpaceRLSearcher`` besides the AgentConfig."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "agent"}
+
+    def flat(self) -> Dict[str, Any]:
+        """Every setting in one dict (AgentConfig's controller fields included)."""
+        c = self.agent_config()
+        out = {k: getattr(c, k) for k in AGENT_FIELDS}
+        out.update(self.searcher_options())
+        return out
 
 
 # AutoDL Design's defaults (AgentConfig) as the starting point of the tuning.
 DEFAULT_CONTROLLER = ControllerSettings()
 # The tuned settings (docs/nb201.md).
-NB201_CONTROLLER = ControllerSettings(learning_rate=0.03, advantage="rank", ppo_epochs=8,
-                                      unique=True)
+NB201_CONTROLLER = ControllerSettings(agent={"learning_rate": 0.03}, advantage="rank",
+                                      ppo_epochs=8)

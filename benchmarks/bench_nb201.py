@@ -23,7 +23,6 @@ of test accuracy against simulated time next to it.
 """
 import argparse
 import concurrent.futures
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -85,7 +84,7 @@ def controller_settings(overrides: str) -> nb201.ControllerSettings:
     """``NB201_CONTROLLER`` with the JSON ``overrides`` applied."""
     if not overrides:
         return nb201.NB201_CONTROLLER
-    return dataclasses.replace(nb201.NB201_CONTROLLER, **json.loads(overrides))
+    return nb201.NB201_CONTROLLER.replace(**json.loads(overrides))
 
 
 def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
@@ -99,10 +98,8 @@ def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
         from autodl_design.search.searchers import EvolutionSearcher
         return EvolutionSearcher(space, seed, population, sample_size), 1
     from agent.space_searcher import SpaceRLSearcher
-    return SpaceRLSearcher(space, settings.agent_config(), seed, advantage=settings.advantage,
-                           reward_scale=settings.reward_scale, ppo_epochs=settings.ppo_epochs,
-                           ppo_clip=settings.ppo_clip, unique=settings.unique,
-                           unique_tries=settings.unique_tries), settings.batch_size
+    return (SpaceRLSearcher(space, settings.agent_config(), seed,
+                            **settings.searcher_options()), settings.batch_size)
 
 
 def _init_worker(table_path: str):
@@ -153,6 +150,12 @@ def summarise(rows: List[Dict]) -> Dict:
             "runs": len(rows), "cpu_seconds": float(sum(r["seconds"] for r in rows))}
 
 
+def write(path: str, out: Dict):
+    """Writes the results so far (atomically: an interrupted benchmark keeps what it finished)."""
+    out["date"] = time.strftime("%Y-%m-%d %H:%M")
+    atomic_write_json(path, out)
+
+
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else "%.2f" % x
 
@@ -196,10 +199,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("NAS-Bench-201 benchmark: %d runs per searcher, budget %.0f s, seeds %d.., %d workers, "
           "table %s" % (args.runs, args.budget, args.seed, args.workers, table.path), flush=True)
     if "rl" in args.searchers:
-        print("rl controller: %s" % dataclasses.asdict(settings), flush=True)
+        print("rl controller: %s" % settings.flat(), flush=True)
     out = {"searchers": {}, "constrained": {}, "budget_s": args.budget, "seed": args.seed,
            "table": table.path, "table_sha256": table.sha256,
-           "controller": dataclasses.asdict(settings),
+           "controller": settings.flat(),
            "paper": {k: {"mean_test": m, "std_test": s}
                      for k, (m, s) in nb201.PAPER_RESULTS.items()},
            "optimum": nb201.PAPER_OPTIMUM}
@@ -211,6 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = run_tasks(tasks, args.workers, args.table)
         wall[name] = time.time() - t0
         out["searchers"][name] = dict(summarise(rows), wall_seconds=wall[name])
+        write(args.bench_out, out)
         curves[name] = np.stack([r["curve"] for r in rows])
         s = out["searchers"][name]
         print("  %-9s %d runs in %.1f s wall: %.2f +- %.2f, %.1f evaluations"
@@ -242,6 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 if feasible else None)
             entry["searchers"][name] = s
         out["constrained"][key] = entry
+        write(args.bench_out, out)
     if args.latency_bounds:
         print()
         print("| searcher | Raspberry Pi 4 bound | runs | test acc (%) | regret to the constrained "
@@ -253,8 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       % (name, entry["bound_ms"], entry["optimum_test"], s["runs"],
                          _fmt(s["mean_test"]), _fmt(s["std_test"]), _fmt(s["mean_regret"]),
                          100 * s["feasible_share"], s["mean_evals"]))
-    out["date"] = time.strftime("%Y-%m-%d %H:%M")
-    atomic_write_json(args.bench_out, out)
+    write(args.bench_out, out)
     png = os.path.splitext(args.bench_out)[0] + ".png"
     if not args.no_plot:
         plot(curves, args.budget, png)
