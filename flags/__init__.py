@@ -185,6 +185,13 @@ def _define():
        "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
     cf(d.DEFINE_float, "trial_timeout", "Seconds a candidate may run before its worker is "
        "killed and replaced (0 = no limit).", lower_bound=0)
+    # ---------------- export ----------------
+    d.DEFINE_string("export_best", "", "main.py: after the search, retrain the best candidate "
+                    "for --final_epochs on all chunks and export it to this folder (Paddle "
+                    "inference model, ONNX checked with onnxruntime, standalone model.py); must "
+                    "not exist or be empty.")
+    d.DEFINE_integer("final_epochs", 20, "Epochs of the retraining done by --export_best.",
+                     lower_bound=1)
 
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")
