@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -24,9 +24,10 @@ CHECK_TOLERANCE = 1e-4  # max |logit difference| ONNX vs Paddle accepted by ``ch
 # "polygraphy" constant folding pip-installs missing modules at run time).
 _CHILD = """
 import sys, paddle2onnx
-prefix, out, opset = sys.argv[1], sys.argv[2], int(sys.argv[3])
-paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", out, opset_version=opset,
-                   auto_upgrade_opset=True, enable_onnx_checker=True, optimize_tool="None")
+opset, args = int(sys.argv[1]), sys.argv[2:]
+for prefix, out in zip(args[::2], args[1::2]):
+    paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", out, opset_version=opset,
+                       auto_upgrade_opset=True, enable_onnx_checker=True, optimize_tool="None")
 """
 
 # PIR op names whose paddle2onnx converter is registered under the legacy name.
@@ -92,6 +93,17 @@ def unsupported_ops(ops: List[str]) -> List[str]:
     return missing
 
 
+def _run_child(pairs: Sequence[Tuple[str, str]], timeout: float):
+    args = [a for pair in pairs for a in pair]
+    return subprocess.run([sys.executable, "-c", _CHILD, str(OPSET)] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, check=False)
+
+
+def _written(path: str) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
 def convert(prefix: str, out_path: str, timeout: float = 600.0) -> None:
     """Converts ``PREFIX.json``/``PREFIX.pdiparams`` to the ONNX file ``out_path``.
 
@@ -99,10 +111,8 @@ def convert(prefix: str, out_path: str, timeout: float = 600.0) -> None:
       ConversionError: paddle2onnx failed (the message names the unsupported
         op(s), or quotes paddle2onnx's last line); nothing is left at ``out_path``.
     """
-    proc = subprocess.run([sys.executable, "-c", _CHILD, prefix, out_path, str(OPSET)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, check=False)
-    if proc.returncode == 0 and os.path.isfile(out_path) and os.path.getsize(out_path) > 0:
+    proc = _run_child([(prefix, out_path)], timeout)
+    if proc.returncode == 0 and _written(out_path):
         return
     if os.path.exists(out_path):
         os.remove(out_path)
@@ -112,6 +122,20 @@ def convert(prefix: str, out_path: str, timeout: float = 600.0) -> None:
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     raise ConversionError("paddle2onnx failed (exit %d): %s"
                           % (proc.returncode, lines[-1] if lines else "no output"))
+
+
+def convert_many(pairs: Sequence[Tuple[str, str]], timeout: float = 1800.0) -> None:
+    """``convert`` of many (prefix, out_path) pairs in one child process (one Paddle import).
+
+    Raises:
+      ConversionError: as ``convert``, for the first pair that fails.
+    """
+    proc = _run_child(pairs, timeout)
+    if proc.returncode == 0 and all(_written(out) for _, out in pairs):
+        return
+    for prefix, out in pairs:
+        if not _written(out):
+            convert(prefix, out, timeout)
 
 
 def session(path: str, threads: int = 1):

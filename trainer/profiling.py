@@ -73,19 +73,26 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def describe_device(device: str, threads: int) -> Dict:
-    """Device fields of the table: description, cpu_model, threads, device, Paddle version, date."""
+def describe_device(device: str, threads: int, runtime: str = "paddle") -> Dict:
+    """Device fields of the table: description, cpu_model, threads, device, runtime, date.
+
+    ``runtime`` is one of ``trainer.runtimes.RUNTIMES``; the description
+    names it with its version unless it is Paddle dygraph.
+    """
     from autodl_design.backend import paddle
+    from trainer import runtimes
     cpu = cpu_model()
     desc = cpu
     if device.startswith("gpu"):
         desc = "%s (%s)" % (paddle.device.cuda.get_device_name(int(device[4:])), cpu)
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    return {"description": "%s, %s, %d thread%s, Paddle %s, %s"
+    through = "" if runtime == "paddle" else ", through %s" % runtimes.version(runtime)
+    return {"description": "%s, %s, %d thread%s, Paddle %s%s, %s"
                            % (desc, device, threads, "" if threads == 1 else "s",
-                              paddle.__version__, date[:10]),
+                              paddle.__version__, through, date[:10]),
             "cpu_model": cpu, "device": device, "threads": int(threads),
             "paddle_version": paddle.__version__, "date": date,
+            "runtime": runtime, "runtime_version": runtimes.version(runtime),
             "platform": platform.platform()}
 
 
@@ -122,6 +129,81 @@ def build_block(block: lt.Block, batch: int) -> Tuple[Callable, List]:
         return (lambda: layer(paddle.concat(inputs, axis=1))), inputs
     x = rand(step.cin)
     return (lambda: layer(x)), [x]
+
+
+@functools.lru_cache(maxsize=1)
+def _block_classes():
+    """The ``nn.Layer`` wrappers of ``block_layer`` (defined on first use: Paddle import)."""
+    from autodl_design.backend import paddle
+    from trainer import network
+
+    class Add(paddle.nn.Layer):
+        def forward(self, x, y):
+            return x + y
+
+    class Head(paddle.nn.Layer):
+        def __init__(self, parts):
+            super().__init__()
+            self.bn, self.relu, self.pool, self.drop, self.fc = parts
+
+        def forward(self, x):
+            return network.head_forward(self.bn, self.relu, self.pool, self.drop, self.fc, x)
+
+    class Project(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, xs):  # a list of the free ends
+            return self.inner(xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1))
+
+    class Single(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return Add, Head, Project, Single
+
+
+def block_layer(block: lt.Block, batch: int):
+    """(eval-mode ``nn.Layer``, input shapes, whether it takes them as one list).
+
+    For a static runtime: the layer computes what ``build_block``'s fn
+    computes, from its inputs (float32 [batch, C, H, W] each); a projection
+    takes its free ends as one list argument.
+    """
+    from trainer import network
+    add, head, project, single = _block_classes()
+    step = block.step
+    shape = [batch, step.cin] + list(step.in_hw)
+    if step.kind == PROJECT:
+        part = [batch, step.cin // len(step.inputs)] + list(step.in_hw)
+        layer = project(network.layer_of(step))
+        layer.eval()
+        return layer, [part] * len(step.inputs), True
+    if step.kind == ADD:
+        layer, shapes = add(), [shape, shape]
+    elif step.kind == HEAD:
+        layer, shapes = head(network.head_layers(step, block.dropout)), [shape]
+    else:
+        layer, shapes = single(network.layer_of(step)), [shape]
+    layer.eval()
+    return layer, shapes, False
+
+
+def time_fn(fn: Callable, repeats: int, warmup: int = WARMUP) -> Dict:
+    """latency_ms (median), latency_p90_ms and latency_runs_ms of ``repeats`` calls of ``fn``."""
+    times = []
+    for i in range(warmup + repeats):
+        t = time.perf_counter()
+        fn()
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1e3)
+    return {"latency_ms": float(np.median(times)),
+            "latency_p90_ms": float(np.percentile(times, 90)), "latency_runs_ms": times}
 
 
 def _median_rounds(fns: Sequence[Callable], repeats: int, sync: Callable,
@@ -223,10 +305,40 @@ def _summarise_runs(runs: Sequence[Sequence[Dict]]) -> List[Dict]:
              "memory_mb": rs[0]["memory_mb"]} for rs in runs]
 
 
+def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
+             tc: TrainerConfig, image_shape: Sequence[int], num_classes: int, threads: int,
+             seed: int):
+    """(block fns, network fns, the ``runtimes.Compiled`` to close) of a static runtime."""
+    from autodl_design.backend import paddle
+    from trainer import runtimes
+    from trainer.network import build_network
+    compiled = runtimes.Compiled(runtime)
+    try:
+        for block in blocks:
+            compiled.add(*block_layer(block, tc.latency_batch))
+        for arch in archs:
+            paddle.seed(seed)
+            compiled.add(build_network(arch, tc, image_shape, num_classes),
+                         [[tc.latency_batch] + list(image_shape)])
+        fns = compiled.build(threads, seed)
+    except BaseException:
+        compiled.close()
+        raise
+    return fns[:len(blocks)], fns[len(blocks):], compiled
+
+
+def _measure_runtime_blocks(blocks: Sequence[lt.Block], fns: Sequence[Callable], rounds: int,
+                            interleave: Sequence[Callable]) -> Dict[str, Dict]:
+    """Block key -> entry (latency only) of blocks run through a static runtime."""
+    medians = _median_rounds(fns, rounds, lambda: None, interleave)
+    return {block.key: {"kind": block.kind, "what": block.text, "latency_ms": ms}
+            for block, ms in zip(blocks, medians)}
+
+
 def profile(config: Config, image_shape: Sequence[int], num_classes: int, device: str,
             threads: int, calibration_archs: int = 10, calibration_seed: int = 20240611,
-            passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0
-            ) -> lt.LatencyTable:
+            passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0,
+            runtime: str = "paddle") -> lt.LatencyTable:
     """Measures every block of the configured search space on the current device.
 
     Args:
@@ -243,9 +355,16 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         calibration networks (one ``measure_hardware`` each).
       log: where progress lines go.
       seed: the Paddle seed of the blocks' weights and inputs.
+      runtime: what runs the blocks and networks (``trainer.runtimes.RUNTIMES``):
+        ``paddle`` (dygraph, with allocator memory figures), or
+        ``paddle_inference``/``onnxruntime`` on the CPU (latency only; the
+        table's memory is then the estimate).
 
     Returns:
-      The ``LatencyTable`` (not saved).
+      The ``LatencyTable`` (not saved); ``device['runtime']`` names the runtime.
+
+    Raises:
+      trainer.onnx_export.ConversionError: paddle2onnx could not convert a block.
     """
     from autodl_design.backend import paddle
     tc = config.trainer
@@ -253,30 +372,47 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
     batch = tc.latency_batch
     blocks = lt.space_blocks(tc, config.agent.ops, config.agent.num_nodes, image_shape,
                              num_classes)
-    log("profiling %d blocks and %d calibration networks on %s (batch %d, %d passes x %d "
-        "rounds) ..." % (len(blocks), calibration_archs, device, batch, passes,
-                         tc.latency_repeats))
-    stats = metrics.allocator_stats(paddle)
+    log("profiling %d blocks and %d calibration networks on %s through %s (batch %d, %d passes "
+        "x %d rounds) ..." % (len(blocks), calibration_archs, device, runtime, batch, passes,
+                              tc.latency_repeats))
+    static = runtime != "paddle"
+    stats = None if static else metrics.allocator_stats(paddle)
     rng = np.random.default_rng(calibration_seed)
     archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
              for _ in range(calibration_archs)]
     runs: List[List[Dict]] = [[] for _ in archs]
-
-    def measure_network(i: int):
-        runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape, num_classes,
-                                                seed=seed))
-
-    interleave = [functools.partial(measure_network, i)
-                  for _ in range(passes) for i in range(len(archs))]
     rng_state = paddle.get_rng_state()
-    paddle.seed(seed)
-    input_bytes, entries = _measure_blocks(blocks, batch, stats, tc.latency_repeats * passes,
-                                           interleave, image_shape)
-    paddle.set_rng_state(rng_state)
+    compiled = None
+    try:
+        if static:
+            block_fns, net_fns, compiled = _compile(runtime, blocks, archs, tc, image_shape,
+                                                    num_classes, threads, seed)
+
+            def measure_network(i: int):
+                runs[i].append(dict(time_fn(net_fns[i], tc.latency_repeats), memory_mb=None))
+        else:
+            def measure_network(i: int):
+                runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape,
+                                                        num_classes, seed=seed))
+        interleave = [functools.partial(measure_network, i)
+                      for _ in range(passes) for i in range(len(archs))]
+        paddle.seed(seed)
+        if static:
+            input_bytes = 0
+            entries = _measure_runtime_blocks(blocks, block_fns, tc.latency_repeats * passes,
+                                              interleave)
+        else:
+            input_bytes, entries = _measure_blocks(blocks, batch, stats,
+                                                   tc.latency_repeats * passes, interleave,
+                                                   image_shape)
+    finally:
+        paddle.set_rng_state(rng_state)
+        if compiled is not None:
+            compiled.close()
     settings = dict(lt.settings_of(tc, image_shape, num_classes), ops=list(config.agent.ops),
                     num_nodes=int(config.agent.num_nodes))
     table = lt.LatencyTable(
-        describe_device(device, threads), settings,
+        describe_device(device, threads, runtime), settings,
         {"scale": 1.0, "offset_ms": 0.0, "networks": []},
         {"source": stats.source if stats is not None else "", "input_bytes": int(input_bytes)},
         entries)
