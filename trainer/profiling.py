@@ -165,7 +165,11 @@ def _block_classes():
         def forward(self, x):
             return self.inner(x)
 
-    return Add, Head, Project, Single
+    class Noop(paddle.nn.Layer):
+        def forward(self, x):
+            return x * 1.0
+
+    return Add, Head, Project, Single, Noop
 
 
 def block_layer(block: lt.Block, batch: int):
@@ -176,7 +180,7 @@ def block_layer(block: lt.Block, batch: int):
     takes its free ends as one list argument.
     """
     from trainer import network
-    add, head, project, single = _block_classes()
+    add, head, project, single, _ = _block_classes()
     step = block.step
     shape = [batch, step.cin] + list(step.in_hw)
     if step.kind == PROJECT:
@@ -314,6 +318,7 @@ def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architect
     from trainer.network import build_network
     compiled = runtimes.Compiled(runtime)
     try:
+        compiled.add(_block_classes()[4](), [[1, 1, 1, 1]])  # the cost of one call
         for block in blocks:
             compiled.add(*block_layer(block, tc.latency_batch))
         for arch in archs:
@@ -324,15 +329,23 @@ def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architect
     except BaseException:
         compiled.close()
         raise
-    return fns[:len(blocks)], fns[len(blocks):], compiled
+    return fns[:len(blocks) + 1], fns[len(blocks) + 1:], compiled
 
 
 def _measure_runtime_blocks(blocks: Sequence[lt.Block], fns: Sequence[Callable], rounds: int,
-                            interleave: Sequence[Callable]) -> Dict[str, Dict]:
-    """Block key -> entry (latency only) of blocks run through a static runtime."""
+                            interleave: Sequence[Callable]) -> Tuple[float, Dict[str, Dict]]:
+    """(ms of one runtime call, block key -> entry) of blocks run through a static runtime.
+
+    ``fns[0]`` is a model doing nothing: its median is what every call of the
+    runtime costs besides the block's work. It is taken off every block (a
+    network is one call, not one per block) and becomes the calibration's
+    offset.
+    """
     medians = _median_rounds(fns, rounds, lambda: None, interleave)
-    return {block.key: {"kind": block.kind, "what": block.text, "latency_ms": ms}
-            for block, ms in zip(blocks, medians)}
+    call = medians[0]
+    return call, {block.key: {"kind": block.kind, "what": block.text,
+                              "latency_ms": max(0.0, ms - call), "call_latency_ms": ms}
+                  for block, ms in zip(blocks, medians[1:])}
 
 
 def profile(config: Config, image_shape: Sequence[int], num_classes: int, device: str,
@@ -399,9 +412,10 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         paddle.seed(seed)
         if static:
             input_bytes = 0
-            entries = _measure_runtime_blocks(blocks, block_fns, tc.latency_repeats * passes,
-                                              interleave)
+            call_ms, entries = _measure_runtime_blocks(blocks, block_fns,
+                                                       tc.latency_repeats * passes, interleave)
         else:
+            call_ms = 0.0
             input_bytes, entries = _measure_blocks(blocks, batch, stats,
                                                    tc.latency_repeats * passes, interleave,
                                                    image_shape)
@@ -417,7 +431,7 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         {"source": stats.source if stats is not None else "", "input_bytes": int(input_bytes)},
         entries)
     table.calibration = calibrate(table, archs, _summarise_runs(runs), tc, image_shape,
-                                  num_classes, calibration_seed, log)
+                                  num_classes, calibration_seed, log, offset_ms=call_ms)
     table.calibration.update(passes=passes, block_rounds=passes * tc.latency_repeats,
                              warmup_rounds=WARMUP)
     return table
@@ -425,8 +439,8 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
 
 def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: Sequence[Dict],
               trainer_config: TrainerConfig, image_shape: Sequence[int], num_classes: int,
-              seed: int, log: Callable[[str], None] = _log) -> Dict:
-    """The table's calibration: scale = median(measured / block sum) over whole networks.
+              seed: int, log: Callable[[str], None] = _log, offset_ms: float = 0.0) -> Dict:
+    """The table's calibration: scale = median((measured - offset) / block sum) over networks.
 
     Args:
       table: the table with its entries.
@@ -440,9 +454,11 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
       dict: scale, offset_ms (0), method, and per network its block sum,
       measured and calibrated latency and measured/predicted memory.
 
-    The offset stays 0: inside a network every block costs a roughly fixed
-    fraction more or less than in the profiler's round-robin (caches, the
-    cell's Python loop), so a ratio describes the composition.
+    For Paddle dygraph the offset is 0: inside a network every block costs a
+    roughly fixed fraction more or less than in the profiler's round-robin
+    (caches, the cell's Python loop), so a ratio describes the composition.
+    A static runtime (``offset_ms``: one call of an empty model) pays its
+    per-call cost once per network, not once per block.
     """
     networks = []
     for arch, hw in zip(archs, measured):
@@ -453,17 +469,18 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
         if peak is not None:
             row["predicted_memory_mb"] = (peak + params) / float(1 << 20)
         networks.append(row)
-    scale = (float(np.median([r["measured_ms"] / r["blocks_ms"] for r in networks]))
-             if networks else 1.0)
+    scale = (float(np.median([(r["measured_ms"] - offset_ms) / r["blocks_ms"]
+                              for r in networks])) if networks else 1.0)
     for r in networks:
-        r["predicted_ms"] = scale * r["blocks_ms"]
+        r["predicted_ms"] = scale * r["blocks_ms"] + offset_ms
     if networks:
         errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in networks]
         log("calibration: scale %.3f over %d networks (median |error| %.1f%%, worst %.1f%%)"
             % (scale, len(networks), 100 * float(np.median(errors)), 100 * max(errors)))
-    return {"scale": scale, "offset_ms": 0.0, "networks": networks,
-            "method": "latency_ms = scale * sum of block medians; scale = median over %d random "
-                      "networks (seed %d) of measure_hardware latency / block sum"
+    return {"scale": scale, "offset_ms": float(offset_ms), "networks": networks,
+            "method": "latency_ms = scale * sum of block medians + offset_ms; scale = median "
+                      "over %d random networks (seed %d) of (measured latency - offset_ms) / "
+                      "block sum; offset_ms = one call of the runtime (0 for Paddle dygraph)"
                       % (len(networks), seed)}
 
 
