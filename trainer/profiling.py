@@ -344,6 +344,43 @@ def _measure_runtime_blocks(blocks: Sequence[lt.Block], fns: Sequence[Callable],
                   for block, ms in zip(blocks, medians[1:])}
 
 
+def _measure(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
+             runs: List[List[Dict]], stats: Optional[metrics.AllocatorStats], tc: TrainerConfig,
+             image_shape: Sequence[int], num_classes: int, threads: int, passes: int,
+             seed: int) -> Tuple[int, Dict[str, Dict], float]:
+    """Times the blocks through ``runtime``, the calibration networks in between (into ``runs``).
+
+    Returns:
+      (input batch bytes, block key -> entry, ms of one runtime call (0 for paddle)).
+    """
+    from autodl_design.backend import paddle
+    compiled = None
+    try:
+        if runtime != "paddle":
+            block_fns, net_fns, compiled = _compile(runtime, blocks, archs, tc, image_shape,
+                                                    num_classes, threads, seed)
+
+            def measure_network(i: int):
+                runs[i].append(dict(time_fn(net_fns[i], tc.latency_repeats), memory_mb=None))
+        else:
+            def measure_network(i: int):
+                runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape,
+                                                        num_classes, seed=seed))
+        interleave = [functools.partial(measure_network, i)
+                      for _ in range(passes) for i in range(len(archs))]
+        paddle.seed(seed)
+        rounds = tc.latency_repeats * passes
+        if runtime != "paddle":
+            call_ms, entries = _measure_runtime_blocks(blocks, block_fns, rounds, interleave)
+            return 0, entries, call_ms
+        input_bytes, entries = _measure_blocks(blocks, tc.latency_batch, stats, rounds,
+                                               interleave, image_shape)
+        return input_bytes, entries, 0.0
+    finally:
+        if compiled is not None:
+            compiled.close()
+
+
 def profile(config: Config, image_shape: Sequence[int], num_classes: int, device: str,
             threads: int, calibration_archs: int = 10, calibration_seed: int = 20240611,
             passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0,
@@ -384,41 +421,17 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
     log("profiling %d blocks and %d calibration networks on %s through %s (batch %d, %d passes "
         "x %d rounds) ..." % (len(blocks), calibration_archs, device, runtime, batch, passes,
                               tc.latency_repeats))
-    static = runtime != "paddle"
-    stats = None if static else metrics.allocator_stats(paddle)
     rng = np.random.default_rng(calibration_seed)
     archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
              for _ in range(calibration_archs)]
+    stats = None if runtime != "paddle" else metrics.allocator_stats(paddle)
     runs: List[List[Dict]] = [[] for _ in archs]
     rng_state = paddle.get_rng_state()
-    compiled = None
     try:
-        if static:
-            block_fns, net_fns, compiled = _compile(runtime, blocks, archs, tc, image_shape,
-                                                    num_classes, threads, seed)
-
-            def measure_network(i: int):
-                runs[i].append(dict(time_fn(net_fns[i], tc.latency_repeats), memory_mb=None))
-        else:
-            def measure_network(i: int):
-                runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape,
-                                                        num_classes, seed=seed))
-        interleave = [functools.partial(measure_network, i)
-                      for _ in range(passes) for i in range(len(archs))]
-        paddle.seed(seed)
-        if static:
-            input_bytes = 0
-            call_ms, entries = _measure_runtime_blocks(blocks, block_fns,
-                                                       tc.latency_repeats * passes, interleave)
-        else:
-            call_ms = 0.0
-            input_bytes, entries = _measure_blocks(blocks, batch, stats,
-                                                   tc.latency_repeats * passes, interleave,
-                                                   image_shape)
+        input_bytes, entries, call_ms = _measure(runtime, blocks, archs, runs, stats, tc,
+                                                 image_shape, num_classes, threads, passes, seed)
     finally:
         paddle.set_rng_state(rng_state)
-        if compiled is not None:
-            compiled.close()
     settings = dict(lt.settings_of(tc, image_shape, num_classes), ops=list(config.agent.ops),
                     num_nodes=int(config.agent.num_nodes))
     table = lt.LatencyTable(
