@@ -15,7 +15,8 @@ batch), and all ONNX conversions of a profile run in one child process.
 import os
 import shutil
 import tempfile
-from typing import Callable, Dict, List, Sequence, Tuple
+import warnings
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -58,7 +59,9 @@ class Compiled:
         specs = [paddle.static.InputSpec(list(s), "float32", "x%d" % i)
                  for i, s in enumerate(shapes)]
         layer.eval()
-        paddle.jit.save(layer, prefix, input_spec=[specs] if as_list else specs)
+        with warnings.catch_warnings():  # a block without weights (an add) has no variable
+            warnings.filterwarnings("ignore", message="no variable in your model")
+            paddle.jit.save(layer, prefix, input_spec=[specs] if as_list else specs)
         self.items.append((prefix, [list(s) for s in shapes]))
 
     def build(self, threads: int, seed: int = 0) -> List[Callable]:
@@ -101,27 +104,3 @@ def _predictor_fn(prefix: str, xs: List[np.ndarray], threads: int) -> Callable:
     for name, x in zip(predictor.get_input_names(), xs):
         predictor.get_input_handle(name).copy_from_cpu(x)
     return predictor.run
-
-
-def network_layer_latency(layer, shape: Sequence[int], runtime: str, threads: int,
-                          repeats: int, warmup: int = 3) -> Dict:
-    """Median and single-run latencies (ms) of ``layer`` on one ``shape`` input via ``runtime``.
-
-    Returns:
-      dict: latency_ms (median), latency_p90_ms, latency_runs_ms.
-    """
-    import time
-    compiled = Compiled(runtime)
-    try:
-        compiled.add(layer, [shape])
-        fn = compiled.build(threads)[0]
-        times = []
-        for i in range(warmup + repeats):
-            t = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times.append((time.perf_counter() - t) * 1e3)
-    finally:
-        compiled.close()
-    return {"latency_ms": float(np.median(times)),
-            "latency_p90_ms": float(np.percentile(times, 90)), "latency_runs_ms": times}
