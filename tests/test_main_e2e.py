@@ -151,6 +151,11 @@ def test_export_best_retrains_and_exports_the_best(data, tmp_path):
     assert "same top-1 on all 100 test images" in r.stdout
     for name in ("model.onnx", "model.py", "model.pdparams", "model.json", "model.pdiparams"):
         assert (out / name).is_file() and name in r.stdout, name
+    record = json.loads(open(os.path.join(log, "export_best.json")).read())
+    assert record["folder"] == str(out) and record["epochs"] == 2
+    assert "export_best: test accuracy %.4f" % record["test_accuracy"] in r.stdout
+    assert record["onnx_error"] == "" and record["onnx_max_abs_diff"] <= 1e-4
+    assert record["files"]["model.onnx"] == os.path.getsize(out / "model.onnx")
 
 
 def test_export_best_into_a_full_folder_is_one_line_exit_2(data, tmp_path):

@@ -5,9 +5,11 @@ trained from scratch for ``final_epochs`` on every chunk (the training chunks
 and the validation chunk), its test accuracy is measured on the held-out test
 split, and it is exported with ``trainer.deploy.export_all``: the Paddle
 inference model, ONNX checked with onnxruntime, and the standalone
-``model.py``.
+``model.py``. ``log_dir/export_best.json`` records where the files are, the
+test accuracy and the checks.
 """
 import dataclasses
+import json
 import os
 from typing import Callable, Optional
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from autodl_design.config import Config
 
+RECORD_FILE = "export_best.json"
 
 @dataclasses.dataclass(frozen=True)
 class FinalExport:
@@ -73,4 +76,16 @@ def run(final: FinalExport, config: Config, log: Callable[[str], None]) -> int:
     log("export_best: test accuracy %.4f after %d epochs (%.0f s)"
         % (result["test_accuracy"], result["epochs"], result["seconds"]))
     log("\n".join(deploy.describe(exported)))
+    _record(config.search.log_dir, arch, final, result, exported)
     return 0
+
+
+def _record(log_dir: str, arch, final: FinalExport, result, exported) -> None:
+    """Writes ``log_dir/export_best.json``: where the files are, test accuracy, the checks."""
+    from autodl_design.records import atomic_write_text
+    atomic_write_text(os.path.join(log_dir, RECORD_FILE), json.dumps({
+        "folder": exported.folder, "arch_hash": arch.hash(), "epochs": int(result["epochs"]),
+        "test_accuracy": float(result["test_accuracy"]), "files": dict(exported.files),
+        "reload_max_abs_diff": exported.reload_diff, "onnx_max_abs_diff": exported.onnx_diff,
+        "onnx_images": exported.onnx_images, "onnx_error": exported.onnx_error,
+        "final_epochs": final.final_epochs}, indent=1) + "\n")
