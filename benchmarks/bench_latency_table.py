@@ -59,6 +59,15 @@ def _rel(pred: float, ref: float) -> float:
     return pred / ref - 1.0
 
 
+def _nan_to_none(value):
+    """``value`` with every float NaN replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
 def _measurer(archs, config, image_shape):
     """``measure(i)`` -> latency (and memory) of ``archs[i]`` through ``--runtime``."""
     from trainer import metrics
@@ -185,7 +194,7 @@ def main(argv):
     os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
     fd, tmp_out = tempfile.mkstemp(dir=os.path.dirname(FLAGS.output), suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(_nan_to_none(result), f, indent=1)  # no memory through a static runtime
     os.replace(tmp_out, FLAGS.output)
     os.remove(table_path)
     os.rmdir(tmp)
