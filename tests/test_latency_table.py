@@ -301,3 +301,9 @@ def test_profile_command_with_runtime_onnxruntime(tmp_path):
                        timeout=120)
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(err) == 1 and "--runtime" in err[0]
+    r = subprocess.run([sys.executable, "-m", "trainer.profile", "--output", out] + args[:-2]
+                       + ["--trainer_devices=gpu:0", "--runtime=onnxruntime"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(err) == 1
+    assert "--runtime onnxruntime runs on the CPU" in err[0]

@@ -66,6 +66,9 @@ def main(argv):
     if not os.path.isdir(folder):
         return _fail("--output %s: folder %s does not exist" % (FLAGS.output, folder))
     config = flags.build_config()
+    if FLAGS.runtime != "paddle" and config.devices.trainer_devices[0] != "cpu":
+        return _fail("--runtime %s runs on the CPU (its CPU build is installed): give "
+                     "--trainer_devices cpu" % FLAGS.runtime)
     from trainer import profiling
     from trainer.data import DatasetError
     try:
