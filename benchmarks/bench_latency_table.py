@@ -11,8 +11,15 @@
    measure_hardware runs; the spread of single runs around it is reported as
    the noise floor.
 
-Prints a table and writes benchmarks/results/latency_table.json. Run under the
-shared lock:  flock /tmp/bench.lock .venv/bin/python benchmarks/bench_latency_table.py
+``--runtime paddle_inference|onnxruntime`` profiles through that runtime
+(``python -m trainer.profile --runtime``) and measures the architectures
+through it too (each saved and loaded once, then timed ``--measurements``
+times ``--latency_repeats`` runs); memory is then not measured.
+
+Prints a table and writes benchmarks/results/latency_table.json
+(latency_table_RUNTIME.json for another runtime), with the load average at
+start and end. Run under the shared lock:
+  flock /tmp/bench.lock .venv/bin/python benchmarks/bench_latency_table.py [--runtime onnxruntime]
 """
 import json
 import os
@@ -39,8 +46,12 @@ flags.DEFINE_enum("preset", "cpu", ["cpu", "gpu"], "Network size preset (gpu: wi
 flags.DEFINE_integer("width", None, "Network width (default: the preset's).", lower_bound=1)
 flags.DEFINE_string("image_shape", "28,28,1", "Input H,W,C.")
 flags.DEFINE_integer("num_classes", 10, "Classes.", lower_bound=1)
-flags.DEFINE_string("output", os.path.join(ROOT, "benchmarks", "results", "latency_table.json"),
-                    "JSON results file.")
+flags.DEFINE_string("output", None, "JSON results file (default: benchmarks/results/"
+                    "latency_table.json, latency_table_RUNTIME.json for another --runtime).")
+# ---------------- export ----------------
+flags.DEFINE_enum("runtime", "paddle", ["paddle", "paddle_inference", "onnxruntime"],
+                  "Runtime the table is profiled through and the architectures are measured "
+                  "with (python -m trainer.profile --runtime).")
 FLAGS = flags.FLAGS
 
 
@@ -48,17 +59,48 @@ def _rel(pred: float, ref: float) -> float:
     return pred / ref - 1.0
 
 
+def _nan_to_none(value):
+    """``value`` with every float NaN replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
+def _measurer(archs, config, image_shape):
+    """``measure(i)`` -> latency (and memory) of ``archs[i]`` through ``--runtime``."""
+    from trainer import metrics
+    if FLAGS.runtime == "paddle":
+        return lambda i: metrics.measure_hardware(archs[i], config, image_shape,
+                                                  FLAGS.num_classes)
+    from autodl_design.backend import paddle
+    from trainer import profiling, runtimes
+    from trainer.network import build_network
+    compiled = runtimes.Compiled(FLAGS.runtime)
+    for arch in archs:
+        paddle.seed(0)
+        compiled.add(build_network(arch, config, image_shape, FLAGS.num_classes),
+                     [[config.latency_batch] + list(image_shape)])
+    fns = compiled.build(1)
+    compiled.close()  # the sessions and predictors hold the models in memory
+    return lambda i: dict(profiling.time_fn(fns[i], config.latency_repeats), memory_mb=None)
+
+
 def main(argv):
     del argv
+    if FLAGS.output is None:
+        FLAGS.output = os.path.join(ROOT, "benchmarks", "results", "latency_table%s.json" % (
+            "" if FLAGS.runtime == "paddle" else "_" + FLAGS.runtime))
     from autodl_design.backend import paddle
     from autodl_design.config import SIZE_PRESETS, TrainerConfig
     from autodl_design.ops import OP_NAMES
     from autodl_design.spaces import CellSpace
-    from trainer import metrics
     from trainer.latency_table import LatencyTable
 
     h, w, c = (int(s) for s in FLAGS.image_shape.split(","))
     image_shape = (c, h, w)
+    load_start = list(os.getloadavg())
     tmp = tempfile.mkdtemp(prefix="bench_latency_table.")
     table_path = os.path.join(tmp, "table.json")
     sizes = SIZE_PRESETS[FLAGS.preset]
@@ -66,7 +108,7 @@ def main(argv):
     cmd = [sys.executable, "-m", "trainer.profile", "--output", table_path,
            "--preset", FLAGS.preset, "--width", str(width), "--image_shape", FLAGS.image_shape,
            "--num_classes", str(FLAGS.num_classes), "--trainer_devices", "cpu",
-           "--threads", "1", "--num_nodes", "10"]
+           "--threads", "1", "--num_nodes", "10", "--runtime", FLAGS.runtime]
     t = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     profile_seconds = time.perf_counter() - t
@@ -82,17 +124,17 @@ def main(argv):
                            num_cells=int(sizes["num_cells"]),
                            latency_repeats=int(sizes["latency_repeats"]), latency_batch=1)
     rng = np.random.default_rng(FLAGS.seed)
+    archs = [CellSpace(10, OP_NAMES).sample(rng) for _ in range(FLAGS.archs)]
+    measure = _measurer(archs, config, image_shape)
     rows = []
     print("\n%3s  %12s  %9s %9s %7s  %9s %9s %7s  %6s"
           % ("#", "arch", "meas ms", "pred ms", "err", "meas MB", "pred MB", "err", "noise"))
-    for i in range(FLAGS.archs):
-        arch = CellSpace(10, OP_NAMES).sample(rng)
+    for i, arch in enumerate(archs):
         pred = table.predict(arch, config, image_shape, FLAGS.num_classes)
-        runs = [metrics.measure_hardware(arch, config, image_shape, FLAGS.num_classes)
-                for _ in range(FLAGS.measurements)]
+        runs = [measure(i) for _ in range(FLAGS.measurements)]
         lat = [x["latency_ms"] for x in runs]
         ref = float(np.median(lat))
-        mem = runs[0]["memory_mb"]
+        mem = runs[0]["memory_mb"] if runs[0]["memory_mb"] is not None else float("nan")
         blocks_ms = table.block_sum(arch, config, image_shape, FLAGS.num_classes)
         row = {"arch_hash": arch.hash()[:12], "measured_ms": ref, "measured_runs_ms": lat,
                "predicted_ms": pred["latency_ms"], "latency_error": _rel(pred["latency_ms"], ref),
@@ -136,6 +178,9 @@ def main(argv):
     print("%-38s %.3f (%d networks)" % ("calibration scale", table.calibration["scale"],
                                        len(table.calibration["networks"])))
     print("%-38s %d entries, %.1f s" % ("table", len(table.entries), profile_seconds))
+    print("%-38s %s -> %s" % ("load average (1, 5, 15 min) start -> end",
+                             " ".join("%.2f" % x for x in load_start),
+                             " ".join("%.2f" % x for x in os.getloadavg())))
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "device": table.device},
@@ -143,12 +188,13 @@ def main(argv):
         "profile_seconds": profile_seconds, "table_entries": len(table.entries),
         "calibration": {k: v for k, v in table.calibration.items() if k != "networks"},
         "seed": FLAGS.seed, "measurements_per_arch": FLAGS.measurements,
+        "runtime": FLAGS.runtime, "load_average_start_end": [load_start, list(os.getloadavg())],
         "summary": summary, "archs": rows,
     }
     os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
     fd, tmp_out = tempfile.mkstemp(dir=os.path.dirname(FLAGS.output), suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(_nan_to_none(result), f, indent=1)  # no memory through a static runtime
     os.replace(tmp_out, FLAGS.output)
     os.remove(table_path)
     os.rmdir(tmp)

@@ -53,7 +53,8 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "weight_decay", "latency_batch", "latency_repeats", "latency_table", "max_flops",
     "max_memory_mb", "early_termination", "cull_start_epoch", "trainer_devices",
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
-    "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp")
+    "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
+    "final_epochs")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -219,6 +220,13 @@ def _define():
     cf(d.DEFINE_enum, "latency_device", list(nb201.LATENCY_DEVICES), "With --benchmark "
        "nb201: whose measured latency --max_latency_ms bounds (HW-NAS-Bench's Raspberry Pi 4 "
        "or Eyeriss).")
+    # ---------------- export ----------------
+    d.DEFINE_string("export_best", "", "main.py: after the search, retrain the best candidate "
+                    "for --final_epochs on all chunks and export it to this folder (Paddle "
+                    "inference model, ONNX checked with onnxruntime, standalone model.py); must "
+                    "not exist or be empty.")
+    d.DEFINE_integer("final_epochs", 20, "Epochs of the retraining done by --export_best.",
+                     lower_bound=1)
 
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")

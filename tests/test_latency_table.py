@@ -245,3 +245,65 @@ def test_main_with_a_latency_table(tiny_fmnist, tmp_path):
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(err) == 1 and "profiled with width 4" in err[0]
     assert not os.path.exists(tmp_path / "log2" / "trials.jsonl")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "paddle_inference"])
+def test_table_profiled_through_a_runtime(runtime, tmp_path):
+    """The blocks and calibration networks run in the runtime named; the table records it."""
+    from autodl_design.backend import paddle
+    from trainer import onnx_export, profiling, runtimes
+    from trainer.network import build_network
+    paddle.set_device("cpu")
+    t = profiling.profile(tiny_config(), SHAPE, CLASSES, "cpu", 1, calibration_archs=2,
+                          passes=1, log=lambda line: None, runtime=runtime)
+    path = str(tmp_path / "t.json")
+    t.save(path)
+    t = lt.LatencyTable.load(path)
+    assert t.device["runtime"] == runtime
+    assert runtimes.version(runtime) in t.device["description"]
+    keys = [b.key for b in lt.space_blocks(TRAINER, OP_NAMES, NODES, SHAPE, CLASSES)]
+    assert sorted(t.entries) == sorted(keys)
+    for e in t.entries.values():   # the runtime's per-call cost is taken off every block
+        assert 0 <= e["latency_ms"] <= e["call_latency_ms"]
+        assert "peak_bytes" not in e      # memory: Paddle's allocator does not see the runtime
+    assert t.calibration["offset_ms"] > 0 and t.calibration["scale"] > 0
+    assert len(t.calibration["networks"]) == 2
+    p = t.predict(hand_arch(), TRAINER, SHAPE, CLASSES)
+    assert p["memory_source"] == "estimate"
+    assert runtimes.version(runtime) in p["latency_source"]
+    # the same network timed through the runtime: a loose sanity bound (see the benchmark)
+    paddle.seed(0)
+    compiled = runtimes.Compiled(runtime)
+    try:
+        compiled.add(build_network(hand_arch(), TRAINER, SHAPE, CLASSES), [[1] + list(SHAPE)])
+        fn = compiled.build(1)[0]
+    finally:
+        compiled.close()
+    measured = profiling.time_fn(fn, 20)["latency_ms"]
+    assert 0.2 < p["latency_ms"] / measured < 5
+    if runtime == "onnxruntime":
+        assert onnx_export.versions().startswith("paddle2onnx 2.1.0")
+
+
+def test_profile_command_with_runtime_onnxruntime(tmp_path):
+    out = str(tmp_path / "t.json")
+    args = ["--width=4", "--num_stages=1", "--num_cells=1", "--num_nodes=2",
+            "--ops=conv_3x3,maxpool_3x3", "--image_shape=8,8,1", "--num_classes=3",
+            "--latency_repeats=3", "--calibration_archs=1", "--passes=1", "--trainer_devices=cpu",
+            "--runtime=onnxruntime"]
+    r = subprocess.run([sys.executable, "-m", "trainer.profile", "--output", out] + args,
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "through onnxruntime 1.26.0" in r.stdout
+    assert lt.LatencyTable.load(out).device["runtime"] == "onnxruntime"
+    r = subprocess.run([sys.executable, "-m", "trainer.profile", "--output", out] + args[:-1]
+                       + ["--runtime=tensorrt"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(err) == 1 and "--runtime" in err[0]
+    r = subprocess.run([sys.executable, "-m", "trainer.profile", "--output", out] + args[:-2]
+                       + ["--trainer_devices=gpu:0", "--runtime=onnxruntime"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(err) == 1
+    assert "--runtime onnxruntime runs on the CPU" in err[0]

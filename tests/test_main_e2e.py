@@ -134,3 +134,37 @@ def test_corrupt_dataset_is_one_line_exit_2(data, tmp_path):
     assert r.returncode == 2
     err = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(err) == 1 and "manifest.json" in err[0] and "Traceback" not in r.stderr
+
+
+def test_export_best_retrains_and_exports_the_best(data, tmp_path):
+    log, out = str(tmp_path / "log"), tmp_path / "deploy"
+    r = main_py("--data_path", data, "--log_dir", log, "--num_models=3", *TINY,
+                "--export_best", str(out), "--final_epochs=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    best = json.loads(open(os.path.join(log, "best.json")).read())
+    exported = json.loads((out / "arch.json").read_text())
+    assert exported["normal"] == best["arch"]["normal"]
+    assert exported["reduction"] == best["arch"]["reduction"]
+    # 9 training chunks + the validation chunk of 30 images per class
+    assert "for 2 epochs on all 300 training images" in r.stdout
+    assert "export_best: test accuracy 0." in r.stdout
+    assert "same top-1 on all 100 test images" in r.stdout
+    for name in ("model.onnx", "model.py", "model.pdparams", "model.json", "model.pdiparams"):
+        assert (out / name).is_file() and name in r.stdout, name
+    record = json.loads(open(os.path.join(log, "export_best.json")).read())
+    assert record["folder"] == str(out) and record["epochs"] == 2
+    assert "export_best: test accuracy %.4f" % record["test_accuracy"] in r.stdout
+    assert record["onnx_error"] == "" and record["onnx_max_abs_diff"] <= 1e-4
+    assert record["files"]["model.onnx"] == os.path.getsize(out / "model.onnx")
+
+
+def test_export_best_into_a_full_folder_is_one_line_exit_2(data, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    r = main_py("--data_path", data, "--log_dir", str(tmp_path / "log"), "--num_models=3",
+                *TINY, "--export_best", str(full))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --export_best") and "full" in lines[0]
+    assert not os.path.exists(tmp_path / "log")

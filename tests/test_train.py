@@ -273,6 +273,10 @@ def test_cli_trains_prints_table_and_exports(tmp_path):
         assert row in proc.stdout, row
     assert "paddle.jit.load reproduces the predictions" in proc.stdout
     assert os.path.isfile(out / "arch.json") and os.path.isfile(out / "model.pdiparams")
+    # ONNX beside it, checked on the whole test split (10 classes x 5 images)
+    assert "same top-1 on all 50 test images" in proc.stdout
+    for name in ("model.onnx", "model.py", "model.pdparams"):
+        assert os.path.isfile(out / name) and name in proc.stdout, name
 
 
 def test_static_graph_gives_the_dygraph_numbers(arch):

@@ -4,7 +4,9 @@ Prints the model outline, trains on the dataset (``--data_path``, default the
 embedded Fashion-MNIST set) and prints validation and test accuracy,
 parameters, FLOPs, latency and memory as a table. ``--export DIR`` saves the
 trained model for inference (``paddle.jit.save``) and checks that the
-reloaded model gives the same predictions. Sizes (--width, --num_stages, ...)
+reloaded model gives the same predictions, converts it to ONNX (paddle2onnx)
+and checks onnxruntime's predictions on the test split, and writes
+``model.py``, the network as standalone Paddle code, with its weights. Sizes (--width, --num_stages, ...)
 and the preset come from the shared flags (``python -m trainer --helpfull``);
 ``--seed`` seeds the network's weights and the training. The work is done by
 ``trainer.single``.
@@ -20,7 +22,8 @@ absl_flags.DEFINE_string("arch", None, "Architecture JSON file (e.g. examples/ba
 absl_flags.DEFINE_integer("epochs", None, "Training epochs (default: --early_stop).",
                           lower_bound=1)
 absl_flags.DEFINE_string("export", "", "Folder to save the trained model for inference "
-                         "(paddle.jit.save); must not exist or be empty.")
+                         "(paddle.jit.save), as ONNX and as standalone model.py; must not exist or "
+                         "be empty.")
 
 FLAGS = absl_flags.FLAGS
 

@@ -10,6 +10,8 @@ manifest). It measures every building block the configured network can
 contain (``trainer.latency_table.space_blocks``) and a few whole networks to
 calibrate how the blocks compose, and writes TABLE.json; copy it to the
 search machine and run ``main.py --latency_table TABLE.json``.
+``--runtime paddle_inference|onnxruntime`` measures through the runtime the
+deployed model runs in (``trainer.runtimes``) instead of Paddle dygraph.
 docs/latency_table.md describes what is measured and how predictions compose; the
 work is done by ``trainer.profiling``.
 """
@@ -38,6 +40,13 @@ absl_flags.DEFINE_integer("passes", 5, "Passes over all blocks and calibration n
                           "each of --latency_repeats timed rounds; medians are taken over all "
                           "of them, so a burst of load from other processes during one pass "
                           "does not skew the table.", lower_bound=1)
+# ---------------- export ----------------
+absl_flags.DEFINE_enum("runtime", "paddle", ["paddle", "paddle_inference", "onnxruntime"],
+                       "What runs the blocks and calibration networks: paddle (dygraph, as the "
+                       "search measures; with memory figures), paddle_inference (the exported "
+                       "inference model in Paddle Inference's predictor) or onnxruntime (the "
+                       "model converted with paddle2onnx, in an onnxruntime CPU session), "
+                       "as the deployed model will run. The table records it.")
 
 FLAGS = absl_flags.FLAGS
 
@@ -57,6 +66,9 @@ def main(argv):
     if not os.path.isdir(folder):
         return _fail("--output %s: folder %s does not exist" % (FLAGS.output, folder))
     config = flags.build_config()
+    if FLAGS.runtime != "paddle" and config.devices.trainer_devices[0] != "cpu":
+        return _fail("--runtime %s runs on the CPU (its CPU build is installed): give "
+                     "--trainer_devices cpu" % FLAGS.runtime)
     from trainer import profiling
     from trainer.data import DatasetError
     try:
@@ -66,9 +78,13 @@ def main(argv):
     except (DatasetError, ValueError, RuntimeError) as e:
         return _fail(e)
     t = time.perf_counter()
-    table = profiling.profile(config, image_shape, num_classes, device, FLAGS.threads,
-                              FLAGS.calibration_archs, FLAGS.calibration_seed, FLAGS.passes,
-                              seed=FLAGS.seed)
+    from trainer.onnx_export import ConversionError
+    try:
+        table = profiling.profile(config, image_shape, num_classes, device, FLAGS.threads,
+                                  FLAGS.calibration_archs, FLAGS.calibration_seed, FLAGS.passes,
+                                  seed=FLAGS.seed, runtime=FLAGS.runtime)
+    except ConversionError as e:
+        return _fail(e, 1)
     table.save(FLAGS.output)
     print("wrote %s: %d entries, %s, in %.1f s" % (FLAGS.output, len(table.entries),
                                                    table.device["description"],

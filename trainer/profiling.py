@@ -73,19 +73,26 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def describe_device(device: str, threads: int) -> Dict:
-    """Device fields of the table: description, cpu_model, threads, device, Paddle version, date."""
+def describe_device(device: str, threads: int, runtime: str = "paddle") -> Dict:
+    """Device fields of the table: description, cpu_model, threads, device, runtime, date.
+
+    ``runtime`` is one of ``trainer.runtimes.RUNTIMES``; the description
+    names it with its version unless it is Paddle dygraph.
+    """
     from autodl_design.backend import paddle
+    from trainer import runtimes
     cpu = cpu_model()
     desc = cpu
     if device.startswith("gpu"):
         desc = "%s (%s)" % (paddle.device.cuda.get_device_name(int(device[4:])), cpu)
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    return {"description": "%s, %s, %d thread%s, Paddle %s, %s"
+    through = "" if runtime == "paddle" else ", through %s" % runtimes.version(runtime)
+    return {"description": "%s, %s, %d thread%s, Paddle %s%s, %s"
                            % (desc, device, threads, "" if threads == 1 else "s",
-                              paddle.__version__, date[:10]),
+                              paddle.__version__, through, date[:10]),
             "cpu_model": cpu, "device": device, "threads": int(threads),
             "paddle_version": paddle.__version__, "date": date,
+            "runtime": runtime, "runtime_version": runtimes.version(runtime),
             "platform": platform.platform()}
 
 
@@ -122,6 +129,81 @@ def build_block(block: lt.Block, batch: int) -> Tuple[Callable, List]:
         return (lambda: layer(paddle.concat(inputs, axis=1))), inputs
     x = rand(step.cin)
     return (lambda: layer(x)), [x]
+
+
+@functools.lru_cache(maxsize=1)
+def _block_classes():
+    """The ``nn.Layer`` wrappers of ``block_layer`` (defined on first use: Paddle import)."""
+    from autodl_design.backend import paddle
+    from trainer import network
+
+    class Add(paddle.nn.Layer):
+        def forward(self, x, y):
+            return x + y
+
+    class Head(paddle.nn.Layer):
+        def __init__(self, parts):
+            super().__init__()
+            self.bn, self.relu, self.pool, self.drop, self.fc = parts
+
+        def forward(self, x):
+            return network.head_forward(self.bn, self.relu, self.pool, self.drop, self.fc, x)
+
+    class Project(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, xs):  # a list of the free ends
+            return self.inner(xs[0] if len(xs) == 1 else paddle.concat(xs, axis=1))
+
+    class Single(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return Add, Head, Project, Single
+
+
+def block_layer(block: lt.Block, batch: int):
+    """(eval-mode ``nn.Layer``, input shapes, whether it takes them as one list).
+
+    For a static runtime: the layer computes what ``build_block``'s fn
+    computes, from its inputs (float32 [batch, C, H, W] each); a projection
+    takes its free ends as one list argument.
+    """
+    from trainer import network
+    add, head, project, single = _block_classes()
+    step = block.step
+    shape = [batch, step.cin] + list(step.in_hw)
+    if step.kind == PROJECT:
+        part = [batch, step.cin // len(step.inputs)] + list(step.in_hw)
+        layer = project(network.layer_of(step))
+        layer.eval()
+        return layer, [part] * len(step.inputs), True
+    if step.kind == ADD:
+        layer, shapes = add(), [shape, shape]
+    elif step.kind == HEAD:
+        layer, shapes = head(network.head_layers(step, block.dropout)), [shape]
+    else:
+        layer, shapes = single(network.layer_of(step)), [shape]
+    layer.eval()
+    return layer, shapes, False
+
+
+def time_fn(fn: Callable, repeats: int, warmup: int = WARMUP) -> Dict:
+    """latency_ms (median), latency_p90_ms and latency_runs_ms of ``repeats`` calls of ``fn``."""
+    times = []
+    for i in range(warmup + repeats):
+        t = time.perf_counter()
+        fn()
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1e3)
+    return {"latency_ms": float(np.median(times)),
+            "latency_p90_ms": float(np.percentile(times, 90)), "latency_runs_ms": times}
 
 
 def _median_rounds(fns: Sequence[Callable], repeats: int, sync: Callable,
@@ -223,10 +305,86 @@ def _summarise_runs(runs: Sequence[Sequence[Dict]]) -> List[Dict]:
              "memory_mb": rs[0]["memory_mb"]} for rs in runs]
 
 
+def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
+             tc: TrainerConfig, image_shape: Sequence[int], num_classes: int, threads: int,
+             seed: int):
+    """(block fns, network fns, the ``runtimes.Compiled`` to close) of a static runtime."""
+    from autodl_design.backend import paddle
+    from trainer import runtimes
+    from trainer.network import build_network
+    compiled = runtimes.Compiled(runtime)
+    try:
+        compiled.add(_block_classes()[0](), [[1, 1, 1, 1]] * 2)  # the cost of one call
+        for block in blocks:
+            compiled.add(*block_layer(block, tc.latency_batch))
+        for arch in archs:
+            paddle.seed(seed)
+            compiled.add(build_network(arch, tc, image_shape, num_classes),
+                         [[tc.latency_batch] + list(image_shape)])
+        fns = compiled.build(threads, seed)
+    except BaseException:
+        compiled.close()
+        raise
+    return fns[:len(blocks) + 1], fns[len(blocks) + 1:], compiled
+
+
+def _measure_runtime_blocks(blocks: Sequence[lt.Block], fns: Sequence[Callable], rounds: int,
+                            interleave: Sequence[Callable]) -> Tuple[float, Dict[str, Dict]]:
+    """(ms of one runtime call, block key -> entry) of blocks run through a static runtime.
+
+    ``fns[0]`` is a model doing almost nothing (1 + 1): its median is what every call of the
+    runtime costs besides the block's work. It is taken off every block (a
+    network is one call, not one per block) and becomes the calibration's
+    offset.
+    """
+    medians = _median_rounds(fns, rounds, lambda: None, interleave)
+    call = medians[0]
+    return call, {block.key: {"kind": block.kind, "what": block.text,
+                              "latency_ms": max(0.0, ms - call), "call_latency_ms": ms}
+                  for block, ms in zip(blocks, medians[1:])}
+
+
+def _measure(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
+             runs: List[List[Dict]], stats: Optional[metrics.AllocatorStats], tc: TrainerConfig,
+             image_shape: Sequence[int], num_classes: int, threads: int, passes: int,
+             seed: int) -> Tuple[int, Dict[str, Dict], float]:
+    """Times the blocks through ``runtime``, the calibration networks in between (into ``runs``).
+
+    Returns:
+      (input batch bytes, block key -> entry, ms of one runtime call (0 for paddle)).
+    """
+    from autodl_design.backend import paddle
+    compiled = None
+    try:
+        if runtime != "paddle":
+            block_fns, net_fns, compiled = _compile(runtime, blocks, archs, tc, image_shape,
+                                                    num_classes, threads, seed)
+
+            def measure_network(i: int):
+                runs[i].append(dict(time_fn(net_fns[i], tc.latency_repeats), memory_mb=None))
+        else:
+            def measure_network(i: int):
+                runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape,
+                                                        num_classes, seed=seed))
+        interleave = [functools.partial(measure_network, i)
+                      for _ in range(passes) for i in range(len(archs))]
+        paddle.seed(seed)
+        rounds = tc.latency_repeats * passes
+        if runtime != "paddle":
+            call_ms, entries = _measure_runtime_blocks(blocks, block_fns, rounds, interleave)
+            return 0, entries, call_ms
+        input_bytes, entries = _measure_blocks(blocks, tc.latency_batch, stats, rounds,
+                                               interleave, image_shape)
+        return input_bytes, entries, 0.0
+    finally:
+        if compiled is not None:
+            compiled.close()
+
+
 def profile(config: Config, image_shape: Sequence[int], num_classes: int, device: str,
             threads: int, calibration_archs: int = 10, calibration_seed: int = 20240611,
-            passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0
-            ) -> lt.LatencyTable:
+            passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0,
+            runtime: str = "paddle") -> lt.LatencyTable:
     """Measures every block of the configured search space on the current device.
 
     Args:
@@ -243,9 +401,16 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         calibration networks (one ``measure_hardware`` each).
       log: where progress lines go.
       seed: the Paddle seed of the blocks' weights and inputs.
+      runtime: what runs the blocks and networks (``trainer.runtimes.RUNTIMES``):
+        ``paddle`` (dygraph, with allocator memory figures), or
+        ``paddle_inference``/``onnxruntime`` on the CPU (latency only; the
+        table's memory is then the estimate).
 
     Returns:
-      The ``LatencyTable`` (not saved).
+      The ``LatencyTable`` (not saved); ``device['runtime']`` names the runtime.
+
+    Raises:
+      trainer.onnx_export.ConversionError: paddle2onnx could not convert a block.
     """
     from autodl_design.backend import paddle
     tc = config.trainer
@@ -253,35 +418,29 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
     batch = tc.latency_batch
     blocks = lt.space_blocks(tc, config.agent.ops, config.agent.num_nodes, image_shape,
                              num_classes)
-    log("profiling %d blocks and %d calibration networks on %s (batch %d, %d passes x %d "
-        "rounds) ..." % (len(blocks), calibration_archs, device, batch, passes,
-                         tc.latency_repeats))
-    stats = metrics.allocator_stats(paddle)
+    log("profiling %d blocks and %d calibration networks on %s through %s (batch %d, %d passes "
+        "x %d rounds) ..." % (len(blocks), calibration_archs, device, runtime, batch, passes,
+                              tc.latency_repeats))
     rng = np.random.default_rng(calibration_seed)
     archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
              for _ in range(calibration_archs)]
+    stats = None if runtime != "paddle" else metrics.allocator_stats(paddle)
     runs: List[List[Dict]] = [[] for _ in archs]
-
-    def measure_network(i: int):
-        runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape, num_classes,
-                                                seed=seed))
-
-    interleave = [functools.partial(measure_network, i)
-                  for _ in range(passes) for i in range(len(archs))]
     rng_state = paddle.get_rng_state()
-    paddle.seed(seed)
-    input_bytes, entries = _measure_blocks(blocks, batch, stats, tc.latency_repeats * passes,
-                                           interleave, image_shape)
-    paddle.set_rng_state(rng_state)
+    try:
+        input_bytes, entries, call_ms = _measure(runtime, blocks, archs, runs, stats, tc,
+                                                 image_shape, num_classes, threads, passes, seed)
+    finally:
+        paddle.set_rng_state(rng_state)
     settings = dict(lt.settings_of(tc, image_shape, num_classes), ops=list(config.agent.ops),
                     num_nodes=int(config.agent.num_nodes))
     table = lt.LatencyTable(
-        describe_device(device, threads), settings,
+        describe_device(device, threads, runtime), settings,
         {"scale": 1.0, "offset_ms": 0.0, "networks": []},
         {"source": stats.source if stats is not None else "", "input_bytes": int(input_bytes)},
         entries)
     table.calibration = calibrate(table, archs, _summarise_runs(runs), tc, image_shape,
-                                  num_classes, calibration_seed, log)
+                                  num_classes, calibration_seed, log, offset_ms=call_ms)
     table.calibration.update(passes=passes, block_rounds=passes * tc.latency_repeats,
                              warmup_rounds=WARMUP)
     return table
@@ -289,8 +448,8 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
 
 def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: Sequence[Dict],
               trainer_config: TrainerConfig, image_shape: Sequence[int], num_classes: int,
-              seed: int, log: Callable[[str], None] = _log) -> Dict:
-    """The table's calibration: scale = median(measured / block sum) over whole networks.
+              seed: int, log: Callable[[str], None] = _log, offset_ms: float = 0.0) -> Dict:
+    """The table's calibration: scale = median((measured - offset) / block sum) over networks.
 
     Args:
       table: the table with its entries.
@@ -304,9 +463,11 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
       dict: scale, offset_ms (0), method, and per network its block sum,
       measured and calibrated latency and measured/predicted memory.
 
-    The offset stays 0: inside a network every block costs a roughly fixed
-    fraction more or less than in the profiler's round-robin (caches, the
-    cell's Python loop), so a ratio describes the composition.
+    For Paddle dygraph the offset is 0: inside a network every block costs a
+    roughly fixed fraction more or less than in the profiler's round-robin
+    (caches, the cell's Python loop), so a ratio describes the composition.
+    A static runtime (``offset_ms``: one call of an empty model) pays its
+    per-call cost once per network, not once per block.
     """
     networks = []
     for arch, hw in zip(archs, measured):
@@ -317,17 +478,18 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
         if peak is not None:
             row["predicted_memory_mb"] = (peak + params) / float(1 << 20)
         networks.append(row)
-    scale = (float(np.median([r["measured_ms"] / r["blocks_ms"] for r in networks]))
-             if networks else 1.0)
+    scale = (float(np.median([(r["measured_ms"] - offset_ms) / r["blocks_ms"]
+                              for r in networks])) if networks else 1.0)
     for r in networks:
-        r["predicted_ms"] = scale * r["blocks_ms"]
+        r["predicted_ms"] = scale * r["blocks_ms"] + offset_ms
     if networks:
         errors = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in networks]
         log("calibration: scale %.3f over %d networks (median |error| %.1f%%, worst %.1f%%)"
             % (scale, len(networks), 100 * float(np.median(errors)), 100 * max(errors)))
-    return {"scale": scale, "offset_ms": 0.0, "networks": networks,
-            "method": "latency_ms = scale * sum of block medians; scale = median over %d random "
-                      "networks (seed %d) of measure_hardware latency / block sum"
+    return {"scale": scale, "offset_ms": float(offset_ms), "networks": networks,
+            "method": "latency_ms = scale * sum of block medians + offset_ms; scale = median "
+                      "over %d random networks (seed %d) of (measured latency - offset_ms) / "
+                      "block sum; offset_ms = one call of the runtime (0 for Paddle dygraph)"
                       % (len(networks), seed)}
 
 

@@ -104,20 +104,24 @@ def train_one(arch: Architecture, arch_path: str, config: Config, trainer_config
 
 def export(model, arch: Architecture, trainer_config: TrainerConfig, data, folder: str,
            out: Callable[[str], None] = print):
-    """Exports the trained model to ``folder`` and checks the reload on up to 256 images.
+    """Exports the trained model to ``folder``: Paddle inference model, model.py, ONNX.
+
+    Prints the files, their sizes and the checks (``trainer.deploy``). A model
+    paddle2onnx cannot convert gets one line naming the op; the rest stands.
+
+    Returns:
+      The ``trainer.deploy.ExportResult``.
 
     Raises:
-      Failed: the export or its check failed.
+      Failed: the Paddle export or a check failed.
     """
-    from trainer import train
-    check = data.test_images[:256] if len(data.test_images) else data.val_images[:256]
+    from trainer import deploy, onnx_export
     try:
-        diff = train.export_model(model, tuple(data.image_shape), folder, arch, trainer_config,
-                                  data.class_names, check)
-    except (RuntimeError, OSError) as e:
+        result = deploy.export_all(model, arch, trainer_config, data, folder)
+    except (RuntimeError, OSError, onnx_export.CheckError) as e:
         raise Failed("export to %s failed: %s" % (folder, e)) from e
-    out("\nExported to %s; paddle.jit.load reproduces the predictions on %d images "
-        "(max |logit diff| %.2g)" % (folder, len(check), diff))
+    out("\n" + "\n".join(deploy.describe(result)))
+    return result
 
 
 def run(arch: Architecture, arch_path: str, config: Config, data, data_path: str, *,

@@ -23,8 +23,14 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
-def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None) -> int:
-    """Runs a whole search as main.py does, with the real trainer; returns the exit code."""
+def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
+                    final_export=None) -> int:
+    """Runs a whole search as main.py does, with the real trainer; returns the exit code.
+
+    ``final_export`` (an ``autodl_design.search.export_best.FinalExport``, or
+    None) retrains and exports the best candidate after a search that ended
+    with exit code 0.
+    """
     from autodl_design.search.pools import make_pool
     from autodl_design.search.searchers import make_searcher, make_space
     from trainer.evaluate import TrainerEvaluator, unsatisfiable
@@ -52,7 +58,11 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None)
     except (SearchError, ValueError) as e:  # user input: flags, data (DatasetError), bounds
         print("error: %s" % e, file=sys.stderr)
         return 2
-    return execute(config, space, searcher, pool, log)
+    code = execute(config, space, searcher, pool, log)
+    if final_export is not None and code == 0:
+        from autodl_design.search import export_best
+        code = export_best.run(final_export, config, log)
+    return code
 
 
 def check_local_devices(config: Config, log: Callable[[str], None],
