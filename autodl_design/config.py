@@ -110,6 +110,11 @@ class SearchConfig:
     tensorboard_dir: str = ""        # TensorBoard scalars per evaluation ("" = none)
     cull_start_epoch: int = 2        # first epoch at which the median rule may stop a candidate
     sample_size: int = 5   # regularized evolution: tournament size
+    method: str = "multi_trial"  # "multi_trial" (train every candidate), "enas" or "darts"
+    retrain_top: int = 5         # one-shot: candidates retrained from scratch
+    oneshot_epochs: int = 6      # one-shot: epochs over the training split
+    controller_steps: int = 5    # enas: controller steps after every epoch
+    arch_learning_rate: float = 3e-3  # darts: Adam learning rate of the architecture
 
 
 @dataclasses.dataclass
