@@ -218,11 +218,25 @@ class OneShot:
         """Writes the supernet, its optimizer and ``state.json`` (+ ``save_extra``) to ``folder``."""
         paddle = self.paddle
         paddle.save(self.net.state_dict(), os.path.join(folder, "supernet.pdparams"))
-        paddle.save(self.optimizer.state_dict(), os.path.join(folder, "supernet.pdopt"))
+        paddle.save(self.optimizer_state(), os.path.join(folder, "supernet.pdopt"))
         self.save_extra(folder)
         records.atomic_write_json(os.path.join(folder, "state.json"), {
             "epoch": self.epoch, "history": self.history, "rng": self.rng.bit_generator.state,
             "method": self.config.search.method})
+
+    def optimizer_state(self) -> Dict:
+        """The weights' optimizer state with a zero velocity for every parameter not yet updated.
+
+        Paddle's optimizer, once given a state dict, requires every
+        accumulator it creates later to be in it; a supernet's op that no
+        sampled candidate has used yet has none.
+        """
+        sd = dict(self.optimizer.state_dict())
+        for p in self.net.parameters():
+            key = "%s_velocity_0" % p.name
+            if key not in sd and not p.stop_gradient:
+                sd[key] = self.paddle.zeros_like(p)
+        return sd
 
     def restore(self, folder: str) -> None:
         """Loads what ``save`` wrote (the files were verified by their checksums)."""
