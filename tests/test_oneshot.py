@@ -269,3 +269,95 @@ def test_supernet_too_large_is_one_line_exit_2(tiny_fmnist, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "supernet needs about" in lines[0] and "--width" in lines[0]
     assert trials(log) == []
+
+
+# ---------------------------------------------------------------- engines on real data
+
+def _config(data_path, log_dir, method, **constraints):
+    from autodl_design import config as cfg
+    return cfg.Config(
+        cfg.DataConfig(data_path=data_path), cfg.AgentConfig(num_nodes=3, ops=OP_NAMES,
+                                                             batch_size=4),
+        cfg.TrainerConfig(width=4, num_stages=2, num_cells=1, train_batch_size=64),
+        cfg.ConstraintConfig(**constraints), cfg.DeviceConfig(),
+        cfg.SearchConfig(method=method, log_dir=log_dir, oneshot_epochs=1))
+
+
+@needs_fmnist
+def test_enas_reward_goes_through_the_critic(tiny_fmnist, tmp_path):
+    from autodl_design.search.oneshot import Enas
+    from trainer.data import load_dataset
+    data = load_dataset(tiny_fmnist)
+    arch = CellSpace(3, OP_NAMES).sample(np.random.default_rng(0))
+    x, y = data.val_images[:40], np.asarray(data.val_labels[:40], np.int64)
+    hard = Enas(_config(tiny_fmnist, str(tmp_path), "enas", max_params=1,
+                        infeasible_reward=-0.5), data, lambda line: None)
+    reward, metrics, v = hard.judge(arch, x, y)
+    assert (reward, v.status) == (-0.5, "infeasible") and "val_accuracy" not in metrics
+    soft = Enas(_config(tiny_fmnist, str(tmp_path), "enas", max_params=1, mode="soft",
+                        soft_beta=-0.07), data, lambda line: None)
+    reward, metrics, v = soft.judge(arch, x, y)
+    acc = metrics["val_accuracy"]
+    assert v.status == "ok" and 0 <= acc <= 1
+    assert reward == pytest.approx(acc * metrics["params"] ** -0.07)
+    assert acc == soft.accuracy(arch, x, y)
+
+
+@needs_fmnist
+def test_darts_final_cell_is_the_most_probable(tiny_fmnist, tmp_path):
+    from autodl_design.search.oneshot import Darts
+    from trainer.data import load_dataset
+    engine = Darts(_config(tiny_fmnist, str(tmp_path), "darts"), load_dataset(tiny_fmnist),
+                   lambda line: None)
+    ops, edges = engine.alpha["normal"]
+    w = np.zeros((3, 10), np.float32)
+    w[0, 2], w[1, 7], w[2, 0] = 3, 1, 0.5
+    e = np.full((3, 3), -2, np.float32)
+    e[0, 2], e[1, 2], e[0, 1] = 1.0, 0.1, -0.1  # p = 0.73, 0.52, 0.48
+    ops.set_value(w)
+    edges.set_value(e)
+    cell = engine.derived().normal
+    assert cell.ops == (OP_NAMES[2], OP_NAMES[7], OP_NAMES[0])
+    assert cell.matrix.tolist() == [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
+    pool = engine.final_pool()
+    assert pool[0].normal == cell and len(pool) == 20
+
+
+@needs_fmnist
+def test_darts_expected_latency_is_the_table_prediction_at_one_hot(tiny_fmnist, tmp_path):
+    from autodl_design.backend import paddle
+    from autodl_design.search.oneshot import Darts
+    from trainer import profiling
+    from trainer.data import load_dataset
+    from trainer.latency_table import LatencyTable
+    data = load_dataset(tiny_fmnist)
+    config = _config(tiny_fmnist, str(tmp_path), "darts", max_latency_ms=1e-3)
+    path = str(tmp_path / "T.json")
+    profiling.profile(config, data.image_shape, data.num_classes, "cpu", 1, calibration_archs=2,
+                      log=lambda line: None).save(path)
+    import dataclasses
+    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer,
+                                                                     latency_table=path))
+    engine = Darts(config, data, lambda line: None)
+    table = LatencyTable.load(path)
+    space = CellSpace(3, OP_NAMES)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        arch, other = space.sample(rng), space.sample(rng)
+        relaxed = {}
+        for name, cell in (("normal", arch.normal), ("reduction", arch.reduction)):
+            w = np.zeros((3, 10), np.float32)
+            w[np.arange(3), [OP_NAMES.index(o) for o in cell.ops]] = 1
+            relaxed[name] = (paddle.to_tensor(w), paddle.to_tensor(cell.matrix, "float32"))
+        # the rest (stem, head, projections) from `other`: only the nodes are relaxed
+        got = float(engine.expected_latency(relaxed, arch))
+        want = table.predict(arch, config.trainer, data.image_shape, 10)["latency_ms"]
+        assert got == pytest.approx(want, rel=1e-5)
+        assert float(engine.expected_latency(relaxed, other)) != pytest.approx(
+            table.predict(other, config.trainer, data.image_shape, 10)["latency_ms"], rel=1e-6)
+    # a bound below every cell: architecture steps lower the expected latency
+    before = float(engine.expected_latency(engine.relaxed(), engine.derived()))
+    for _ in range(5):
+        engine.arch_step()
+    assert engine.last_expected_ms is not None
+    assert float(engine.expected_latency(engine.relaxed(), engine.derived())) < before

@@ -213,6 +213,47 @@ class Supernet(nn.Layer):
         return net
 
 
+def node_latencies(table, config: TrainerConfig, ops: Sequence[str], num_nodes: int,
+                   image_shape: Sequence[int]) -> List[Dict[str, np.ndarray]]:
+    """Table latency (ms, before calibration) of every choice of every node, per cell position.
+
+    Args:
+      table: a ``trainer.latency_table.LatencyTable`` of these settings.
+
+    Returns:
+      One dict per cell (``cell_shapes`` order): ``compress`` [N] and
+      ``bnrelu`` [N] (row 0 unused), ``src`` [N, K] (op k on the compressed
+      input) and ``inner`` [N, K] (op k after the predecessors' sum; row 0
+      unused).
+
+    Raises:
+      MissingEntry: the table lacks a block of the space.
+    """
+    from trainer.latency_table import block_of
+
+    def ms(step):
+        return float(table.entry(block_of(step, config.dropout))["latency_ms"])
+    out = []
+    for shape in cell_shapes(config, image_shape):
+        k_ops = len(ops)
+        d = {"compress": np.zeros(num_nodes), "bnrelu": np.zeros(num_nodes),
+             "src": np.zeros((num_nodes, k_ops)), "inner": np.zeros((num_nodes, k_ops))}
+        for k, op in enumerate(ops):
+            sources, chain = _templates(op, num_nodes)
+            for step in cell_steps(sources, shape):
+                if step.kind == COMPRESS:
+                    d["compress"][step.node] = ms(step)
+                elif step.kind == OP:
+                    d["src"][step.node, k] = ms(step)
+            for step in cell_steps(chain, shape):
+                if step.kind == BNRELU:
+                    d["bnrelu"][step.node] = ms(step)
+                elif step.kind == OP and step.node > 0:
+                    d["inner"][step.node, k] = ms(step)
+        out.append(d)
+    return out
+
+
 def estimate_memory_mb(config: TrainerConfig, ops: Sequence[str], num_nodes: int,
                        image_shape: Sequence[int], batch: int, mixed: bool) -> float:
     """Rough peak memory of training the supernet (float32), in MB.

@@ -12,7 +12,9 @@ Phase 1 (on the first trainer device) trains ``trainer.supernet.Supernet``:
 * darts: architecture parameters (softmax over the ops of every node,
   sigmoid per possible edge) and weights take alternating first-order steps:
   the architecture on a validation minibatch, then the weights on a training
-  minibatch, through ``Supernet.forward_mixed``.
+  minibatch, through ``Supernet.forward_mixed``. With a latency table and
+  ``max_latency_ms``, the architecture loss adds relu(E[latency] / bound - 1),
+  E[latency] the table's prediction under the relaxed distribution.
 
 A progress line and a checkpoint (``oneshot_state``) follow every epoch. Then
 candidates (enas: sampled from the controller; darts: the most probable cell
@@ -345,6 +347,59 @@ class Darts(OneShot):
         self.arch_optimizer = paddle.optimizer.Adam(
             learning_rate=config.search.arch_learning_rate, parameters=self.arch_params,
             beta1=0.5, beta2=0.999, weight_decay=paddle.regularizer.L2Decay(1e-3))
+        self.last_expected_ms = None
+        self.setup_latency()
+
+    def setup_latency(self) -> None:
+        """With a latency table and --max_latency_ms: the per-choice latencies of the penalty."""
+        self.latency = None
+        if self.table is None or self.config.constraints.max_latency_ms <= 0:
+            return
+        from trainer.supernet import node_latencies
+        self.latency = node_latencies(self.table, self.config.trainer, self.ops,
+                                      self.num_nodes, self.data.image_shape)
+
+    def _node_part(self, relaxed: Dict[str, Tuple]):
+        """Expected table latency (ms, uncalibrated) of every node of every cell.
+
+        Node j costs compress + sum_k w_k src_k with the probability s_j that
+        it is a source, else BN-ReLU + sum_k w_k inner_k (as ``forward_mixed``).
+        """
+        paddle = self.paddle
+        total = paddle.zeros([])
+        for sup, lat in zip(self.net.cells, self.latency):
+            w, p = relaxed["reduction" if sup.shape.reduction else "normal"]
+            src = paddle.to_tensor(lat["src"].astype(np.float32))
+            inner = paddle.to_tensor(lat["inner"].astype(np.float32))
+            for j in range(self.num_nodes):
+                as_src = float(lat["compress"][j]) + paddle.sum(w[j] * src[j])
+                if j == 0:
+                    total = total + as_src
+                    continue
+                s = paddle.prod(paddle.stack([1 - p[i, j] for i in range(j)]))
+                as_inner = float(lat["bnrelu"][j]) + paddle.sum(w[j] * inner[j])
+                total = total + s * as_src + (1 - s) * as_inner
+        return total
+
+    def expected_latency(self, relaxed: Dict[str, Tuple], arch: Architecture):
+        """Expected latency (ms, calibrated as the table predicts) of the relaxed cells.
+
+        The stem, head, projections and additions are those of ``arch`` (the
+        current final cell); the nodes are the expectation of ``_node_part``.
+        Equals ``table.predict(arch)`` when ``relaxed`` is ``arch`` one-hot.
+        """
+        paddle = self.paddle
+        one_hot = {}
+        for name, cell in (("normal", arch.normal), ("reduction", arch.reduction)):
+            w = np.zeros((self.num_nodes, len(self.ops)), np.float32)
+            w[np.arange(self.num_nodes), [self.ops.index(o) for o in cell.ops]] = 1
+            one_hot[name] = (paddle.to_tensor(w),
+                             paddle.to_tensor(cell.matrix.astype(np.float32)))
+        t = self.config.trainer
+        rest = self.table.block_sum(arch, t, self.data.image_shape, self.data.num_classes) - \
+            float(self._node_part(one_hot))
+        cal = self.table.calibration
+        return float(cal["scale"]) * (rest + self._node_part(relaxed)) + float(cal["offset_ms"])
 
     def relaxed(self) -> Dict[str, Tuple]:
         """{"normal"/"reduction": (op weights [N, K], edge probabilities [N, N])}."""
@@ -360,6 +415,11 @@ class Darts(OneShot):
         logits = self.net.forward_mixed(paddle.to_tensor(np.ascontiguousarray(x, np.float32)),
                                         self.relaxed())
         loss = paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(y))
+        if self.latency is not None:
+            bound = self.config.constraints.max_latency_ms
+            expected = self.expected_latency(self.relaxed(), self.derived())
+            self.last_expected_ms = float(expected)
+            loss = loss + paddle.nn.functional.relu(expected / bound - 1).sum()
         loss.backward()
         self.arch_optimizer.step()
         self.arch_optimizer.clear_grad()
@@ -376,7 +436,7 @@ class Darts(OneShot):
         x, y = self.val_minibatch()
         acc = self.accuracy(arch, x, y)
         return {"train_loss": float(np.mean(losses)), "val_accuracy": acc,
-                "best_arch": arch.to_dict()}
+                "best_arch": arch.to_dict(), "expected_latency_ms": self.last_expected_ms}
 
     def probabilities(self) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         return {c: (w.numpy(), p.numpy()) for c, (w, p) in self.relaxed().items()}
