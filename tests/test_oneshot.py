@@ -1,4 +1,4 @@
-"""One-shot search: the supernet selects exactly a candidate's network; ENAS and DARTS end to end."""
+"""One-shot search: the supernet selects exactly a candidate's network; ENAS, DARTS end to end."""
 import json
 import os
 import signal

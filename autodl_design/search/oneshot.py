@@ -196,7 +196,7 @@ class OneShot:
             return self.top_candidates()
 
     def top_candidates(self) -> List[Dict]:
-        """The ``retrain_top`` best pool candidates by one-shot score on the whole validation split."""
+        """The ``retrain_top`` best candidates by one-shot score on the whole validation split."""
         scored, seen = [], set()
         for arch in self.final_pool():
             h = arch.hash()
@@ -217,7 +217,7 @@ class OneShot:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: str) -> None:
-        """Writes the supernet, its optimizer and ``state.json`` (+ ``save_extra``) to ``folder``."""
+        """Writes the supernet, its optimizer, ``state.json`` and ``save_extra`` to ``folder``."""
         paddle = self.paddle
         paddle.save(self.net.state_dict(), os.path.join(folder, "supernet.pdparams"))
         paddle.save(self.optimizer_state(), os.path.join(folder, "supernet.pdopt"))
