@@ -361,3 +361,33 @@ def test_darts_expected_latency_is_the_table_prediction_at_one_hot(tiny_fmnist, 
         engine.arch_step()
     assert engine.last_expected_ms is not None
     assert float(engine.expected_latency(engine.relaxed(), engine.derived())) < before
+
+
+@needs_fmnist
+def test_sigkill_while_retraining_then_resume_keeps_the_records(tiny_fmnist, tmp_path):
+    log = str(tmp_path / "log")
+    args = ["--data_path", tiny_fmnist, "--log_dir", log, "--method", "enas", *TINY,
+            "--oneshot_epochs=1", "--retrain_top=3", "--early_stop=2"]
+    proc = subprocess.Popen([sys.executable, "main.py"] + args, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    path = os.path.join(log, "trials.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(path) and len(records.read_trials(path)) >= 1:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = trials(log)
+    assert 1 <= len(before) < 3
+    r = main_py(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "the one-shot phase is done; retraining its top 3" in r.stdout
+    assert "enas epoch" not in r.stdout
+    after = trials(log)
+    assert sorted(x["index"] for x in after) == [0, 1, 2]
+    kept = {x["index"]: x for x in after}
+    for x in before:
+        assert kept[x["index"]] == x
+    assert all("oneshot_score" in x["metrics"] for x in after)
