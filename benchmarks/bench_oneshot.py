@@ -108,16 +108,22 @@ def main(argv=None) -> int:
     for method in a.methods.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
             rows.append(run_one(method, seed, extra, per_method))
+            text = write(rows, a)  # after every run: a stopped benchmark keeps its rows
+    print(text)
+    return 0
+
+
+def write(rows, a) -> str:
+    """Writes the JSON of ``rows`` to ``a.bench_out``; returns the Markdown table."""
     ref = [r for r in rows if r["method"] == "multi_trial"]
     reference_s = sum(r["wall_s"] for r in ref) / len(ref) if ref else a.reference_s
     reference_val = max(r["best_val_accuracy"] for r in ref) if ref else a.reference_val
     text = table(rows, reference_s, reference_val)
-    print(text)
     records.atomic_write_json(a.bench_out, {
         "reference_s": reference_s, "reference_val": reference_val,
         "reference_measured_here": bool(ref), "cores": os.cpu_count(), "rows": rows,
         "table": text})
-    return 0
+    return text
 
 
 if __name__ == "__main__":
