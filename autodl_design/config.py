@@ -123,6 +123,11 @@ class SearchConfig:
     benchmark: str = ""    # "" = the cell space with the trainer; "nb201" = NAS-Bench-201's table
     benchmark_table: str = ""  # another table with the shipped one's columns ("" = the shipped)
     latency_device: str = "raspi4"  # the benchmark table's latency column: raspi4 or eyeriss
+    method: str = "multi_trial"  # "multi_trial" (train every candidate), "enas" or "darts"
+    retrain_top: int = 5         # one-shot: candidates retrained from scratch
+    oneshot_epochs: int = 6      # one-shot: epochs over the training split
+    controller_steps: int = 5    # enas: controller steps after every epoch
+    arch_learning_rate: float = 3e-3  # darts: Adam learning rate of the architecture
 
 
 @dataclasses.dataclass

@@ -33,7 +33,8 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
         "weight_decay", "latency_batch", "latency_table")},
     **{k: ("search", k) for k in (
         "max_time", "log_dir", "resume", "seed", "lookahead", "searcher", "population",
-        "sample_size", "early_termination", "tensorboard_dir", "cull_start_epoch")},
+        "sample_size", "early_termination", "tensorboard_dir", "cull_start_epoch",
+        "method", "retrain_top", "oneshot_epochs", "controller_steps", "arch_learning_rate")},
     **{k: ("constraints", k) for k in (
         "max_params", "max_flops", "max_latency_ms", "max_memory_mb", "soft_alpha",
         "soft_beta", "infeasible_reward")},
@@ -54,7 +55,8 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "max_memory_mb", "early_termination", "cull_start_epoch", "trainer_devices",
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
-    "final_epochs")
+    "final_epochs", "method", "retrain_top", "oneshot_epochs", "controller_steps",
+    "arch_learning_rate")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -284,6 +286,25 @@ def _benchmark_settings(f, search: Dict[str, Any]) -> None:
         search["benchmark_table"] = os.path.abspath(f.benchmark_table)
     if f.max_time > 0 and not f["num_models"].present:
         search["num_models"] = cfg.BENCHMARK_NUM_MODELS
+    # ---------------- one-shot ----------------
+    cf(d.DEFINE_enum, "method", ["multi_trial", "enas", "darts"], "multi_trial: train every "
+       "candidate (the search above); enas: the controller samples subnetworks of one "
+       "shared-weight supernet, rewarded by their validation accuracy with the shared "
+       "weights; darts: softmax over ops and sigmoid over edges trained by gradient "
+       "(first order). One-shot methods then retrain the --retrain_top best candidates "
+       "from scratch with the trainers. Runs on the first --trainer_devices device.")
+    cf(d.DEFINE_integer, "retrain_top", "One-shot: candidates (best one-shot score first) "
+       "retrained from scratch and recorded.", lower_bound=1)
+    cf(d.DEFINE_integer, "oneshot_epochs", "One-shot: epochs of supernet training over the "
+       "training split.", lower_bound=1)
+    cf(d.DEFINE_integer, "controller_steps", "enas: controller steps (--batch_size "
+       "candidates each) after every supernet epoch.", lower_bound=1)
+    cf(d.DEFINE_float, "arch_learning_rate", "darts: Adam learning rate of the architecture "
+       "parameters.", lower_bound=0)
+    d.register_multi_flags_validator(
+        ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
+        "--method darts has its own searcher (architecture parameters): leave --searcher "
+        "at rl")
 
 
 def _valid_device_or_none(value) -> bool:

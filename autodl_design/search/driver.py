@@ -41,10 +41,13 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
     trainers = ("ray:%s" % config.devices.ray_address if config.devices.cluster == "ray"
                 else ",".join(config.devices.trainer_devices))
     log("autodl-design: %s search on %s; preset %s, %d evaluations, trainers %s, log_dir %s"
-        % (config.search.searcher,
+        % (config.search.searcher if config.search.method == "multi_trial"
+           else "%s (one-shot, retraining the top %d)" % (config.search.method,
+                                                          config.search.retrain_top),
            config.data.data_path if config.data.data_path else "the embedded default data "
            "(real Fashion-MNIST, %d images per class)" % config.data.images_per_class,
-           config.search.preset, config.search.num_models, trainers, config.search.log_dir))
+           config.search.preset, config.search.num_models if config.search.method == "multi_trial"
+           else config.search.retrain_top, trainers, config.search.log_dir))
     try:
         check_local_devices(config, log)
         check_log_dir(config.search.log_dir, config.search.resume)  # before preparing data
@@ -52,6 +55,15 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
         problem = unsatisfiable(config, manifest)
         if problem:
             raise SearchError(problem)
+        if config.search.method != "multi_trial":
+            from autodl_design.search import oneshot
+            oneshot.check_config(config)
+    except (SearchError, ValueError) as e:  # user input: flags, data (DatasetError), bounds
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    if config.search.method != "multi_trial":
+        return oneshot.run(config, log)
+    try:
         space = make_space(config)
         searcher = make_searcher(config, space)
         pool = make_pool(config, TrainerEvaluator(config.data.data_path, config.to_dict()), log)

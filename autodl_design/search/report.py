@@ -11,6 +11,7 @@ of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
   the feasible region shaded and the Pareto front marked;
 * ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs
   (candidates with cells, i.e. of the cell space);
+* ``oneshot.png`` (one-shot runs): the supernet's training curves;
 * ``report.md``: the search summary (the one the search printed, from
   ``progress.summary_text``), the searcher and latency source, and the best
   candidates, linking the PNGs.
@@ -26,6 +27,7 @@ from autodl_design import records
 from autodl_design.arch import Cell
 from autodl_design.config import Config
 from autodl_design.search.clock import record_cost
+from autodl_design.search import oneshot_report
 from autodl_design.search.progress import fmt_number, summary_text
 from autodl_design.search.searchers import make_space
 
@@ -255,6 +257,7 @@ def write_report(log_dir: str, top: int = 5) -> str:
     if state.best is not None:
         lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
     lines += _top_table(trials, top)
+    lines += oneshot_report.section(log_dir, trials, out, _plt())
     path = os.path.join(out, "report.md")
     records.atomic_write_text(path, "\n".join(lines))
     return path
