@@ -256,7 +256,25 @@ def _define():
     cf(d.DEFINE_boolean, "amp", "GPU trainers train with automatic mixed precision "
        "(paddle.amp O1 + GradScaler; latency, memory and evaluation stay float32). "
        "Ignored with a note on CPU trainers.")
-
+    # ---------------- one-shot ----------------
+    cf(d.DEFINE_enum, "method", ["multi_trial", "enas", "darts"], "multi_trial: train every "
+       "candidate (the search above); enas: the controller samples subnetworks of one "
+       "shared-weight supernet, rewarded by their validation accuracy with the shared "
+       "weights; darts: softmax over ops and sigmoid over edges trained by gradient "
+       "(first order). One-shot methods then retrain the --retrain_top best candidates "
+       "from scratch with the trainers. Runs on the first --trainer_devices device.")
+    cf(d.DEFINE_integer, "retrain_top", "One-shot: candidates (best one-shot score first) "
+       "retrained from scratch and recorded.", lower_bound=1)
+    cf(d.DEFINE_integer, "oneshot_epochs", "One-shot: epochs of supernet training over the "
+       "training split.", lower_bound=1)
+    cf(d.DEFINE_integer, "controller_steps", "enas: controller steps (--batch_size "
+       "candidates each) after every supernet epoch.", lower_bound=1)
+    cf(d.DEFINE_float, "arch_learning_rate", "darts: Adam learning rate of the architecture "
+       "parameters.", lower_bound=0)
+    d.register_multi_flags_validator(
+        ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
+        "--method darts has its own searcher (architecture parameters): leave --searcher "
+        "at rl")
 
 def _benchmark_settings(f, search: Dict[str, Any]) -> None:
     """Checks the flags of a --benchmark run and resolves its table path and budget.
@@ -286,25 +304,6 @@ def _benchmark_settings(f, search: Dict[str, Any]) -> None:
         search["benchmark_table"] = os.path.abspath(f.benchmark_table)
     if f.max_time > 0 and not f["num_models"].present:
         search["num_models"] = cfg.BENCHMARK_NUM_MODELS
-    # ---------------- one-shot ----------------
-    cf(d.DEFINE_enum, "method", ["multi_trial", "enas", "darts"], "multi_trial: train every "
-       "candidate (the search above); enas: the controller samples subnetworks of one "
-       "shared-weight supernet, rewarded by their validation accuracy with the shared "
-       "weights; darts: softmax over ops and sigmoid over edges trained by gradient "
-       "(first order). One-shot methods then retrain the --retrain_top best candidates "
-       "from scratch with the trainers. Runs on the first --trainer_devices device.")
-    cf(d.DEFINE_integer, "retrain_top", "One-shot: candidates (best one-shot score first) "
-       "retrained from scratch and recorded.", lower_bound=1)
-    cf(d.DEFINE_integer, "oneshot_epochs", "One-shot: epochs of supernet training over the "
-       "training split.", lower_bound=1)
-    cf(d.DEFINE_integer, "controller_steps", "enas: controller steps (--batch_size "
-       "candidates each) after every supernet epoch.", lower_bound=1)
-    cf(d.DEFINE_float, "arch_learning_rate", "darts: Adam learning rate of the architecture "
-       "parameters.", lower_bound=0)
-    d.register_multi_flags_validator(
-        ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
-        "--method darts has its own searcher (architecture parameters): leave --searcher "
-        "at rl")
 
 
 def _valid_device_or_none(value) -> bool:
