@@ -156,6 +156,11 @@ def test_export_best_retrains_and_exports_the_best(data, tmp_path):
     assert "export_best: test accuracy %.4f" % record["test_accuracy"] in r.stdout
     assert record["onnx_error"] == "" and record["onnx_max_abs_diff"] <= 1e-4
     assert record["files"]["model.onnx"] == os.path.getsize(out / "model.onnx")
+    # The report says where the files are and their test accuracy.
+    report = open(os.path.join(log, "report", "report.md")).read()
+    assert "## Deployed model" in report and str(out) in report
+    assert "test accuracy %.4f" % record["test_accuracy"] in report
+    assert "| `model.onnx` | %d |" % record["files"]["model.onnx"] in report
 
 
 def test_export_best_into_a_full_folder_is_one_line_exit_2(data, tmp_path):

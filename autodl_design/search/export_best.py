@@ -77,6 +77,8 @@ def run(final: FinalExport, config: Config, log: Callable[[str], None]) -> int:
         % (result["test_accuracy"], result["epochs"], result["seconds"]))
     log("\n".join(deploy.describe(exported)))
     _record(config.search.log_dir, arch, final, result, exported)
+    from autodl_design.search import report
+    log("report: %s" % report.write_report(config.search.log_dir))
     return 0
 
 

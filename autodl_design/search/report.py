@@ -258,9 +258,33 @@ def write_report(log_dir: str, top: int = 5) -> str:
         lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
     lines += _top_table(trials, top)
     lines += oneshot_report.section(log_dir, trials, out, _plt())
+    lines += _deployed_section(log_dir)
     path = os.path.join(out, "report.md")
     records.atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _deployed_section(log_dir: str) -> List[str]:
+    """Where ``main.py --export_best`` put the retrained model, and its test accuracy.
+
+    Reads ``log_dir/export_best.json`` (written by ``search.export_best``);
+    no lines when there is none.
+    """
+    path = os.path.join(log_dir, "export_best.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        rec = json.load(f)
+    onnx = ("ONNX checked with onnxruntime on %d test images, max |logit diff| %.1e"
+            % (rec["onnx_images"], rec["onnx_max_abs_diff"]) if not rec["onnx_error"]
+            else "no ONNX model: %s" % rec["onnx_error"])
+    lines = ["## Deployed model", "",
+             "The best candidate retrained for %d epochs on all chunks and exported to `%s`: "
+             "test accuracy %.4f; %s." % (rec["epochs"], rec["folder"], rec["test_accuracy"],
+                                         onnx), "",
+             "| file | bytes |", "|---|---|"]
+    lines += ["| `%s` | %d |" % (name, size) for name, size in sorted(rec["files"].items())]
+    return lines + [""]
 
 
 def read_config(log_dir: str) -> Config:
