@@ -14,6 +14,7 @@ Record fields: those of ``TrialRecord`` (step, index, arch, arch_hash,
 metrics, reward, feasible, status, reason, worker, device, seconds, time).
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -135,6 +136,15 @@ def atomic_write_text(path: str, text: str) -> None:
             pass
         raise
     _fsync_dir(folder)
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (checksums of written files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_json(path: str, obj: Any) -> None:

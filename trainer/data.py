@@ -17,7 +17,6 @@ trainer gets the whole set in memory from ``load_dataset``.
 """
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from autodl_design import records
 
 FORMAT = "autodl-design-dataset/1"
 MANIFEST = "manifest.json"
@@ -95,14 +96,6 @@ class Dataset:
 # --------------------------------------------------------------------------- loading
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(path: str) -> Dict:
     """Reads and checks ``path/manifest.json`` (structure only, not the data files).
 
@@ -158,7 +151,7 @@ def _load_file(path: str, entry: Dict, shape_hwc: Sequence[int], num_classes: in
     fpath = os.path.join(path, entry["name"])
     if not os.path.isfile(fpath):
         raise DatasetError("%s: missing (listed in %s)" % (fpath, MANIFEST))
-    digest = _sha256(fpath)
+    digest = records.sha256_file(fpath)
     if digest != entry["sha256"]:
         raise DatasetError("%s: sha256 checksum mismatch (changed or corrupt since "
                            "dataset_maker.py wrote it; rebuild the dataset)" % fpath)
@@ -396,7 +389,7 @@ def write_dataset(output: str, chunks: Sequence[Tuple[np.ndarray, np.ndarray]],
             _write_npz(fpath, {"images": images, "labels": labels.astype(np.int64)})
             files.append({"name": name, "split": split, "count": int(images.shape[0]),
                           "per_class": np.bincount(labels, minlength=num_classes).tolist(),
-                          "sha256": _sha256(fpath)})
+                          "sha256": records.sha256_file(fpath)})
         manifest = {
             "format": FORMAT, "source": source, "input": input_path,
             "class_names": list(class_names), "num_classes": num_classes,

@@ -10,7 +10,6 @@
 * ``topk.json``: the candidates to retrain with their one-shot scores; its
   presence means the one-shot phase is done.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -30,14 +29,6 @@ def folder(log_dir: str) -> str:
     return os.path.join(log_dir, ONESHOT_DIR)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(root: str) -> List[str]:
     out = []
     for base, _, names in os.walk(root):
@@ -53,7 +44,7 @@ def save_checkpoint(log_dir: str, epoch: int, write: Callable[[str], None]) -> s
     tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % name, dir=root)
     try:
         write(tmp)
-        sums = {f: _sha256(os.path.join(tmp, f)) for f in _files(tmp)}
+        sums = {f: records.sha256_file(os.path.join(tmp, f)) for f in _files(tmp)}
         final = os.path.join(root, name)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -97,7 +88,7 @@ def latest_checkpoint(log_dir: str) -> Optional[Dict]:
         f = os.path.join(ckpt, name)
         if not os.path.isfile(f):
             raise _damaged(root, "%s is missing" % f)
-        if _sha256(f) != digest:
+        if records.sha256_file(f) != digest:
             raise _damaged(root, "%s does not match its checksum" % f)
     return {"epoch": epoch, "folder": ckpt}
 
