@@ -6,10 +6,8 @@ report of a cell-space search, with the in-process pool and table look-ups).
 import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,6 +15,7 @@ from autodl_design import nb201, records
 from autodl_design.interfaces import Pool
 from autodl_design.search.inline_pool import InlinePool
 from tests.conftest import ROOT
+from tests.kill import kill_after_records
 
 BUDGET = 12000.0
 
@@ -117,17 +116,8 @@ def test_same_seed_same_records(full_runs, tmp_path):
 def test_sigkill_then_resume_gives_the_uninterrupted_records(full_runs, tmp_path, searcher):
     log = tmp_path / "log"
     args = bench_args(log, searcher)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.slow_benchmark_main", "0.05"] + args,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    path = str(log / "trials.jsonl")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(path) and len(records.read_trials(path)) >= 35:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_records([sys.executable, "-m", "tests.slow_benchmark_main", "0.05"] + args,
+                       log, 35)
     before = trials(log)
     full = trials(full_runs[searcher][1])
     assert 35 <= len(before) < len(full)

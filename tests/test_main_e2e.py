@@ -11,6 +11,7 @@ import pytest
 from autodl_design import records
 
 from tests.conftest import ROOT, needs_fmnist
+from tests.kill import kill_after_records
 
 TINY = ["--trainer_devices=cpu,cpu", "--num_nodes=3", "--width=4", "--num_stages=1",
         "--num_cells=1", "--early_stop=1", "--latency_repeats=3", "--batch_size=3"]
@@ -59,17 +60,7 @@ def test_sigkill_then_resume_completes_the_records(data, tmp_path):
     log = str(tmp_path / "log")
     args = ["--data_path", data, "--log_dir", log, "--num_models=8", *TINY,
             "--early_stop=2"]
-    proc = subprocess.Popen([sys.executable, "main.py"] + args, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    path = os.path.join(log, "trials.jsonl")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(path) and len(records.read_trials(path)) >= 3:
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_records([sys.executable, "main.py"] + args, log, 3, poll=0.1)
     before = trials(log)
     assert 3 <= len(before) < 8
     r = main_py(*args, "--resume")

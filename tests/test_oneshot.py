@@ -19,6 +19,7 @@ from autodl_design.search.oneshot_report import kendall_tau
 from autodl_design.spaces import CellSpace
 
 from tests.conftest import ROOT, needs_fmnist
+from tests.kill import kill_after_records
 
 TINY = ["--trainer_devices=cpu", "--num_nodes=3", "--width=4", "--num_stages=2",
         "--num_cells=1", "--early_stop=1", "--latency_repeats=2", "--batch_size=3",
@@ -368,17 +369,7 @@ def test_sigkill_while_retraining_then_resume_keeps_the_records(tiny_fmnist, tmp
     log = str(tmp_path / "log")
     args = ["--data_path", tiny_fmnist, "--log_dir", log, "--method", "enas", *TINY,
             "--oneshot_epochs=1", "--retrain_top=3", "--early_stop=2"]
-    proc = subprocess.Popen([sys.executable, "main.py"] + args, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    path = os.path.join(log, "trials.jsonl")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(path) and len(records.read_trials(path)) >= 1:
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_records([sys.executable, "main.py"] + args, log, 1)
     before = trials(log)
     assert 1 <= len(before) < 3
     r = main_py(*args, "--resume")
