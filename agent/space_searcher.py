@@ -9,6 +9,7 @@ from agent.agent import ControllerAgent
 from autodl_design import records
 from autodl_design.config import AgentConfig
 from autodl_design.interfaces import Candidate, SearchSpace
+from autodl_design.spaces import encode_batch
 
 ADVANTAGES = ("baseline", "normalize", "rank", "quantile")
 
@@ -118,9 +119,7 @@ class SpaceRLSearcher:
         if not keep:
             self.agent.step += 1
             return
-        vectors = [self.space.encode(candidates[k]) for k in keep]
-        tokens = np.stack([v[0] for v in vectors])
-        adjvec = np.stack([v[1] for v in vectors])
+        tokens, adjvec = encode_batch(self.space, [candidates[k] for k in keep])
         r = self.reward_scale * np.asarray([rewards[k] for k in keep], np.float64)
         if self.advantage == "baseline":
             adv = self.agent.update_baseline(r)

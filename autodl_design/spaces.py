@@ -4,7 +4,18 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from autodl_design.arch import Architecture, Cell
-from autodl_design.interfaces import Decision
+from autodl_design.interfaces import Candidate, Decision, SearchSpace
+
+
+def encode_batch(space: SearchSpace,
+                 candidates: Sequence[Candidate]) -> Tuple[np.ndarray, np.ndarray]:
+    """The controller's vectors of several candidates, stacked.
+
+    Returns:
+      (tokens int32 [B, T], adjvec int32 [B, A]) in the order of ``candidates``.
+    """
+    vectors = [space.encode(c) for c in candidates]
+    return np.stack([v[0] for v in vectors]), np.stack([v[1] for v in vectors])
 
 
 class CellSpace:

@@ -22,7 +22,7 @@ import numpy as np
 from autodl_design import nb201, records
 from autodl_design.config import AgentConfig, Config
 from autodl_design.interfaces import Candidate, Searcher, SearchSpace
-from autodl_design.spaces import CellSpace
+from autodl_design.spaces import CellSpace, encode_batch
 
 
 class RandomSearcher:
@@ -149,9 +149,7 @@ class RLSearcher:
         if not keep:
             self.agent.step += 1
             return
-        vectors = [self.space.encode(archs[k]) for k in keep]
-        tokens = np.stack([v[0] for v in vectors])
-        adjvec = np.stack([v[1] for v in vectors])
+        tokens, adjvec = encode_batch(self.space, [archs[k] for k in keep])
         self.losses.append(self.agent.learn_from_rewards(
             tokens, adjvec, np.asarray([rewards[k] for k in keep], np.float64)))
 
