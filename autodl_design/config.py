@@ -67,6 +67,9 @@ class TrainerConfig:
     latency_repeats: int = _GPU["latency_repeats"]
     latency_table: str = ""      # profiled table of the target device ("" = measure here)
     amp: bool = False            # GPU trainers: automatic mixed precision (O1) in training
+    optimizer: str = "sgd"       # "sgd" (Nesterov momentum), "adam" or "rmsprop"
+    grad_clip: float = 0.0       # global gradient-norm clip, 0 = off
+    resolution: int = 0          # input side in pixels (images resized), 0 = as made
 
 
 @dataclasses.dataclass
