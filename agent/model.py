@@ -29,6 +29,14 @@ NAS-Bench-201's is ``(0,) * 6`` (T = 6, K = 5, no bits). The first step's
 input is zeros and every later input is the previous decision fed back;
 ``W = max(groups)`` is the adjacency head width and ``D = max(K, W)``.
 
+Tokens with fewer choices (``token_choices``): token t chooses among its
+first ``c_t <= K`` outputs only, e.g. a recipe space's decisions after the
+cell tokens (3 width multipliers, 2 resolutions, ...), each its own head.
+Outputs ``c_t..K-1`` get ``MASKED_LOGIT`` added after the squash, so their
+probability is exactly 0 and the log-probs and entropy are those of the
+categorical over the ``c_t`` choices; the choice is fed back as a one-hot of
+width D like any token. With every ``c_t = K`` nothing is masked.
+
 Sampling takes the randomness as uniforms drawn by the caller (the agent's
 seeded numpy generator), which makes a sample a pure function of the weights
 and the uniforms: token = the inverse CDF of the softmax at u, bit = u < p.
@@ -40,6 +48,11 @@ import numpy as np
 from autodl_design.backend import paddle, parl
 
 F = paddle.nn.functional
+
+# Added to the squashed logits (|l| <= C) of a token's unused outputs: its
+# exp underflows to exactly 0 in float32, and p * log p = 0 * -1e9 = 0 (an
+# -inf would make it NaN).
+MASKED_LOGIT = -1e9
 
 
 def cell_groups(num_nodes: int) -> Tuple[int, ...]:
@@ -62,6 +75,8 @@ class ControllerModel(parl.Model):
       groups: instead of ``num_nodes``, the adjacency bits before each of the
         T token decisions (int [T], >= 0); ``cell_groups(N)`` is the same
         model as ``num_nodes=N``.
+      token_choices: the number of choices of each token (int [T], each in
+        1..K); None = K for every token. Does not change the parameters.
 
     Parameters (all float32): ``lstm`` (``paddle.nn.LSTM``, input D = max(K,
     N-1), weights U(-0.1, 0.1) and biases 0 as AutoDL Design's LstmUnit),
@@ -73,12 +88,14 @@ class ControllerModel(parl.Model):
 
     Attributes:
       groups: int tuple [T], adjacency bits before each token.
+      token_choices: int tuple [T], choices of each token (K when not given).
       num_token_decisions: T; num_bits: A = sum(groups).
     """
 
     def __init__(self, num_nodes: Optional[int], num_tokens: int, hidden_size: int = 64,
                  num_layers: int = 2, temperature: float = 5.0, tanh_constant: float = 2.5,
-                 seed: int = 0, groups: Optional[Sequence[int]] = None):
+                 seed: int = 0, groups: Optional[Sequence[int]] = None,
+                 token_choices: Optional[Sequence[int]] = None):
         # A fixed name scope keeps parameter names (and so the keys of the
         # optimizer's state) the same in every process, whatever was built before.
         with paddle.utils.unique_name.guard("controller_"):
@@ -87,6 +104,7 @@ class ControllerModel(parl.Model):
                         tanh_constant, groups)
         self._init_weights(np.random.default_rng([seed, 0]))
         self._build_index()
+        self._build_token_mask(token_choices)
 
     def _build(self, num_nodes, num_tokens, hidden_size, num_layers, temperature,
                tanh_constant, groups):
@@ -164,6 +182,23 @@ class ControllerModel(parl.Model):
         mask[self.bit_head, 0, self.bit_col] = 1
         self.adj_mask = mask
 
+    def _build_token_mask(self, token_choices: Optional[Sequence[int]]):
+        """``token_choices`` and ``token_mask`` (float32 [T, 1, K], or None when nothing is masked)."""
+        t, k = self.num_token_decisions, self.num_tokens
+        if token_choices is None:
+            token_choices = (k,) * t
+        token_choices = tuple(int(c) for c in token_choices)
+        if len(token_choices) != t or not all(1 <= c <= k for c in token_choices):
+            raise ValueError("token_choices must give %d counts in 1..%d, got %s"
+                             % (t, k, list(token_choices)))
+        self.token_choices = token_choices
+        self.token_mask = None
+        if min(token_choices) < k:
+            mask = np.zeros([t, 1, k], np.float32)
+            for pos, c in enumerate(token_choices):
+                mask[pos, 0, c:] = MASKED_LOGIT
+            self.token_mask = mask
+
     # ------------------------------------------------------------- utilities
     def squash(self, raw):
         """``tanh(raw / T) * C`` (Paddle tensor in, same shape out)."""
@@ -202,13 +237,16 @@ class ControllerModel(parl.Model):
 
         Returns:
           (token_logits [T, B, K], adj_logits [G, B, W]) float32 (cells: T =
-          2N, G = 2(N-1), W = N-1), squashed; adjacency logits beyond column
-          j of node j are unused; adj_logits is None when there are no bits.
+          2N, G = 2(N-1), W = N-1), squashed, ``MASKED_LOGIT`` added beyond
+          a token's choices; adjacency logits beyond column j of node j are
+          unused; adj_logits is None when there are no bits.
         """
         out, _ = self.lstm(inputs)                     # [B, S, H]
         out = paddle.transpose(out, [1, 0, 2])         # [S, B, H]
         tok_h = paddle.gather(out, paddle.to_tensor(self.token_steps))
         token_logits = self.squash(paddle.bmm(tok_h, self.token_w) + self.token_b)
+        if self.token_mask is not None:
+            token_logits = token_logits + paddle.to_tensor(self.token_mask)
         if not self.num_bits:
             return token_logits, None
         adj_h = paddle.gather(out, paddle.to_tensor(self.adj_steps))
@@ -256,9 +294,10 @@ class ControllerModel(parl.Model):
             in flat adjvec order (A = N(N-1)).
 
         Returns:
-          (tokens int32 [B, T], adjvec int32 [B, A]) in flat order.
+          (tokens int32 [B, T], adjvec int32 [B, A]) in flat order; token t
+          lies in [0, token_choices[t]).
         """
-        k, d = self.num_tokens, self.input_size
+        d = self.input_size
         b = u_tokens.shape[0]
         ut = paddle.to_tensor(np.asarray(u_tokens, np.float32))
         ua = paddle.to_tensor(np.asarray(u_adj, np.float32))
@@ -279,10 +318,12 @@ class ControllerModel(parl.Model):
                 x = F.pad(bits, [0, d - j]).unsqueeze(1) if j < d else bits.unsqueeze(1)
             out, state = self.lstm(x, state)
             logits = self.squash(paddle.matmul(out[:, 0], self.token_w[pos]) + self.token_b[pos])
+            if self.token_mask is not None:
+                logits = logits + paddle.to_tensor(self.token_mask[pos])
             cdf = paddle.cumsum(F.softmax(logits, axis=-1), axis=-1)
-            # Inverse CDF; the clip guards u above a rounded-down cdf[-1].
+            # Inverse CDF; the clip guards u above a rounded-down cdf[c - 1].
             tok = paddle.clip(paddle.sum(paddle.cast(cdf < ut[:, pos:pos + 1], "int64"),
-                                         axis=-1), max=k - 1)
+                                         axis=-1), max=self.token_choices[pos] - 1)
             tokens.append(tok)
             x = F.one_hot(tok, d).unsqueeze(1)
         tokens = paddle.stack(tokens, axis=1).numpy().astype(np.int32)
