@@ -2,8 +2,10 @@
 
 Other search spaces (``create_for_space``): any ``SearchSpace`` whose
 ``encode`` gives T tokens over one list of K ops and A adjacency bits, e.g.
-NAS-Bench-201 (T = 6, K = 5, A = 0); ``Sample.archs`` are then the space's
-candidates (``space.decode``).
+NAS-Bench-201 (T = 6, K = 5, A = 0), or a ``RecipeSpace`` (the cell's 2N op
+tokens and bits, or a fixed cell, then one token per recipe decision over
+its own choices); ``Sample.archs`` are then the space's candidates
+(``space.decode``).
 
 Typical use (one controller step)::
 
@@ -38,6 +40,7 @@ from autodl_design.config import AgentConfig
 from autodl_design.ops import parse_ops
 from autodl_design.devices import use_device
 from autodl_design.interfaces import SearchSpace
+from autodl_design.recipe import RecipeSpace
 from autodl_design.spaces import CellSpace
 
 CHECKPOINT_FORMAT = "autodl-design-agent/1"
@@ -51,29 +54,45 @@ class Sample(NamedTuple):
     archs: List[Any]         # Architecture, or the space's candidates
 
 
-def space_layout(space: SearchSpace) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
-    """(ops, groups) of the controller for ``space``: the K token choices and the bits per token.
+class Layout(NamedTuple):
+    """The controller's shape for a space (``space_layout``)."""
+    ops: Tuple[str, ...]       # the op names of the op tokens ((): no op tokens)
+    groups: Tuple[int, ...]    # int [T]: adjacency bits before each token
+    choices: Tuple[int, ...]   # int [T]: choices of each token (K = max)
+
+
+def space_layout(space: SearchSpace) -> Layout:
+    """The controller's ``Layout`` for ``space``: op list, bits before each token, choices per token.
 
     The token decisions are the first T of ``space.decisions()`` (T from
-    ``encode``) and must share one list of choices; a ``CellSpace`` gets the
-    cell layout, any other space must have no adjacency bits (A = 0).
+    ``encode``). A ``CellSpace`` gets the cell layout over its ops; a
+    ``RecipeSpace`` the cell layout (none for a fixed cell) followed by one
+    token per recipe decision (no bits), each over its own choices; any other
+    space must have no adjacency bits (A = 0) and token decisions sharing one
+    op list.
 
     Raises:
       ValueError: the space does not fit the controller.
     """
     tokens, adjvec = space.encode(space.sample(np.random.default_rng(0)))
     t, a = int(np.asarray(tokens).size), int(np.asarray(adjvec).size)
-    decisions = list(space.decisions())
+    decisions = list(space.decisions())[:t]
+    choices = tuple(len(d.choices) for d in decisions)
+    if isinstance(space, RecipeSpace):
+        if space.cells is None:
+            return Layout((), (0,) * t, choices)
+        cell = space_layout(space.cells)
+        return Layout(cell.ops, cell.groups + (0,) * len(space.recipe), choices)
     ops = tuple(decisions[0].choices) if t else ()
-    if not t or any(tuple(d.choices) != ops for d in decisions[:t]):
+    if not t or any(tuple(d.choices) != ops for d in decisions):
         raise ValueError("space %r: the controller needs token decisions sharing one op list"
                          % space.name)
     if isinstance(space, CellSpace):
-        return ops, cell_groups(space.num_nodes)
+        return Layout(ops, cell_groups(space.num_nodes), choices)
     if a:
         raise ValueError("space %r has %d adjacency bits but no controller layout for them"
                          % (space.name, a))
-    return ops, (0,) * t
+    return Layout(ops, (0,) * t, choices)
 
 
 def advantage_transform(centered: np.ndarray, kind: str) -> np.ndarray:
@@ -99,7 +118,10 @@ class ControllerAgent(parl.Agent):
         None = AutoDL Design's cell space of ``config``.
 
     Attributes:
-      ops: the op names tokens index into (tuple of str).
+      ops: the op names the op tokens index into (tuple of str; () for a
+        recipe space with a fixed cell).
+      token_choices: int tuple [T], the choices of each token (all
+        ``len(ops)`` except a recipe space's recipe tokens).
       baseline: the reward moving average, None before the first
         ``learn_from_rewards``.
       step: number of ``learn``/``learn_from_rewards`` updates made.
@@ -121,11 +143,14 @@ class ControllerAgent(parl.Agent):
                                  "and %d" % (model.num_nodes, model.num_tokens, config.num_nodes,
                                              len(self.ops)))
         else:
-            self.ops, groups = space_layout(space)
-            if model.groups != groups or model.num_tokens != len(self.ops):
-                raise ValueError("model has layout %s over %d tokens but space %r needs %s over %d"
-                                 % (list(model.groups), model.num_tokens, space.name,
-                                    list(groups), len(self.ops)))
+            layout = space_layout(space)
+            self.ops = layout.ops
+            if (model.groups, model.token_choices) != (layout.groups, layout.choices):
+                raise ValueError("model has layout %s with choices %s but space %r needs %s "
+                                 "with %s" % (list(model.groups), list(model.token_choices),
+                                              space.name, list(layout.groups),
+                                              list(layout.choices)))
+        self.token_choices = model.token_choices
         self.seed = int(seed)
         self.rng = np.random.Generator(np.random.PCG64([self.seed, 1]))
         self.baseline: Optional[float] = None
@@ -155,14 +180,16 @@ class ControllerAgent(parl.Agent):
         """Like ``create``, for any space ``space_layout`` accepts (``config.ops``/``num_nodes`` unused).
 
         For a ``CellSpace`` of ``config``'s nodes and ops the agent samples
-        exactly what ``create``'s does.
+        exactly what ``create``'s does. Tokens with fewer choices than the
+        most (K) are masked to theirs (``ControllerModel``'s ``token_choices``).
         """
         use_device(device)
-        ops, groups = space_layout(space)
+        layout = space_layout(space)
         num_nodes = space.num_nodes if isinstance(space, CellSpace) else None
-        model = ControllerModel(num_nodes, len(ops), config.hidden_size, config.num_layers,
-                                config.temperature, config.tanh_constant, seed=seed,
-                                groups=None if num_nodes else groups)
+        model = ControllerModel(num_nodes, max(layout.choices), config.hidden_size,
+                                config.num_layers, config.temperature, config.tanh_constant,
+                                seed=seed, groups=None if num_nodes else layout.groups,
+                                token_choices=None if num_nodes else layout.choices)
         alg = Reinforce(model, config.learning_rate, config.entropy_weight)
         return cls(alg, config, seed, space)
 
@@ -216,8 +243,12 @@ class ControllerAgent(parl.Agent):
         if adjvec.shape != (tokens.shape[0], a):
             raise ValueError("adjvec must have shape [%d, %d], got %s"
                              % (tokens.shape[0], a, adjvec.shape))
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= len(self.ops)):
-            raise ValueError("tokens must lie in [0, %d)" % len(self.ops))
+        if tokens.size and (tokens.min() < 0 or
+                            np.any(tokens >= np.asarray(self.token_choices))):
+            if len(set(self.token_choices)) == 1:
+                raise ValueError("tokens must lie in [0, %d)" % self.token_choices[0])
+            raise ValueError("token t must lie in [0, choices[t]) with choices %s"
+                             % list(self.token_choices))
         if adjvec.size and not np.all((adjvec == 0) | (adjvec == 1)):
             raise ValueError("adjvec entries must be 0 or 1")
         return tokens.astype(np.int64), adjvec.astype(np.int64)
@@ -275,9 +306,13 @@ class ControllerAgent(parl.Agent):
     def _identity(self) -> dict:
         c = self.config
         if self.alg.model.num_nodes is None:
-            return {"space": self.space.name, "groups": list(self.alg.model.groups),
-                    "ops": list(self.ops), "hidden_size": c.hidden_size,
-                    "num_layers": c.num_layers}
+            out = {"space": self.space.name, "groups": list(self.alg.model.groups),
+                   "ops": list(self.ops), "hidden_size": c.hidden_size,
+                   "num_layers": c.num_layers}
+            if isinstance(self.space, RecipeSpace):
+                # The values too: an index means another value if a list changed.
+                out["recipe"] = [[d.name, list(d.choices)] for d in self.space.recipe]
+            return out
         return {"num_nodes": self.alg.model.num_nodes, "ops": list(self.ops),
                 "hidden_size": c.hidden_size, "num_layers": c.num_layers}
 
