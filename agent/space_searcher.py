@@ -1,4 +1,4 @@
-"""The PARL controller as a ``Searcher`` over any space ``space_layout`` accepts (e.g. NAS-Bench-201)."""
+"""The PARL controller as a ``Searcher`` over any space ``space_layout`` accepts (NB201, recipes)."""
 import json
 import os
 from typing import List, Optional, Sequence
@@ -48,8 +48,10 @@ class SpaceRLSearcher:
 
     Args:
       space: the search space (``ControllerAgent.create_for_space``).
-      agent_config: controller size and REINFORCE settings (``advantage``
-        must be "identity"; ``ops``/``num_nodes`` are not used).
+      agent_config: controller size and REINFORCE settings (``ops``/
+        ``num_nodes`` are not used; its ``advantage``, identity or cube, is
+        applied to ``r - b`` with ``advantage="baseline"``, so that the
+        defaults update as ``ControllerAgent.learn_from_rewards`` does).
       seed: seeds the controller weights and its sampling.
       advantage: "baseline" (``r - b``, the agent's moving-average
         baseline), "normalize" or "rank" (``batch_advantages``), or

@@ -199,6 +199,13 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     if kind == "rl" and config.search.benchmark:
         return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device)
     if kind == "rl":
+        from autodl_design.recipe import RecipeSpace
+        if isinstance(space, RecipeSpace):
+            # The controller over the space's own layout (recipe tokens after the
+            # cells), with the cell space's settings; its defaults update as RLSearcher.
+            from agent.space_searcher import SpaceRLSearcher  # imports Paddle and PARL
+            return SpaceRLSearcher(space, config.agent, config.search.seed,
+                                   device=config.devices.agent_device)
         return RLSearcher(space, config.agent, config.search.seed, config.devices.agent_device)
     if kind == "evolution":
         return EvolutionSearcher(space, config.search.seed, config.search.population,
