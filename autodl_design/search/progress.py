@@ -113,13 +113,14 @@ def summary_text(config: Config, space: SearchSpace, state: records.RunState, se
     lines.append("constraints: %s" % (", ".join("%s <= %g" % kv for kv in bounds.items())
                                       + " (%s mode)" % config.constraints.mode
                                       if bounds else "none"))
+    lines.append("objective: %s" % critic.describe_objective(config.constraints))
     shown = state.best
     if shown is None:
         lines.append(critic.NO_FEASIBLE_MESSAGE)
         shown = critic.closest(state.records, config.constraints)
         if shown is not None:
             lines.append("closest candidate: #%d (%s)" % (
-                shown["index"], critic.check(shown["metrics"], config.constraints).text))
+                shown["index"], critic.distance(shown["metrics"], config.constraints)[1]))
     if shown is not None:
         lines.extend(_candidate_lines(config, space, shown))
     lines.extend(_count_lines(state.records, seconds, run, bool(config.search.benchmark)))
