@@ -289,6 +289,8 @@ def test_a_floor_nothing_reaches_reports_the_closest(tmp_path):
                   key=lambda t: (-t["metrics"]["val_accuracy"], t["index"]))
     assert "closest candidate: #%d (no bounds; val_accuracy %.4g < min_accuracy 0.95)" % (
         closest["index"], closest["metrics"]["val_accuracy"]) in out
+    assert "closest architecture: #%d" % closest["index"] in out
+    assert "best architecture" not in out and "best.json" not in out
     assert not (tmp_path / "log" / "best.json").exists()
 
 
