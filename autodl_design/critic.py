@@ -347,7 +347,12 @@ def verdict(metrics: Mapping[str, Any], constraints: ConstraintConfig,
 
 def is_feasible_for_best(metrics: Mapping[str, Any], constraints: ConstraintConfig) -> bool:
     """Whether a candidate may be reported as the best one: within all bounds, in both modes,
-    and at or above the accuracy floor when it has a ``val_accuracy``."""
+    and at or above the accuracy floor when it has a ``val_accuracy``.
+
+    Raises:
+      ValueError: a bounded metric is missing or NaN, or val_accuracy is not
+        a finite number.
+    """
     acc = metrics.get("val_accuracy")
     under = acc is not None and floor_text(_accuracy(acc), constraints) != ""
     return check(metrics, constraints).feasible and not under
