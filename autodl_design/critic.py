@@ -40,8 +40,8 @@ Objective (``objective``):
 * ``pareto``: validation accuracy (max) against one cost (``pareto_cost``,
   min). Searchers that need one number learn from the accuracy reward; the
   answer is the non-dominated front of the feasible trained candidates
-  (``objective_vector``, ``pareto_front``); the single "best" is the most
-  accurate one.
+  (``objective_vector``, ``pareto_front``; ``hypervolume`` measures a
+  front); the single "best" is the most accurate one.
 
 Among candidates with equal rewards the records pick the more accurate, then
 the earlier one (``records.RunState``).
@@ -517,6 +517,31 @@ def pareto_front(records: Sequence[Mapping[str, Any]],
     front = [(v, r) for v, r in points if not any(dominates(u, v) for u, _ in points)]
     front.sort(key=lambda p: (p[0][1], -p[0][0], p[1]["index"]))
     return [r for _, r in front]
+
+
+def hypervolume(vectors: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The area dominated by objective vectors (accuracy, cost) up to a reference point.
+
+    The union over the vectors ``(a, c)`` of the rectangles
+    ``[reference[0], a] x [c, reference[1]]`` (accuracy above the reference's,
+    cost below it); vectors outside contribute nothing. Larger is a better
+    front (e.g. to compare searchers at equal evaluations).
+
+    Args:
+      vectors: (accuracy, cost) pairs, any order, dominated ones included.
+      reference: (worst accuracy, worst cost), e.g. (0.0, the cost bound).
+
+    Returns:
+      The area, in accuracy x cost units (0.0 for no vector inside).
+    """
+    ref_acc, ref_cost = float(reference[0]), float(reference[1])
+    inside = sorted((float(c), float(a)) for a, c in vectors if a > ref_acc and c < ref_cost)
+    area, best = 0.0, ref_acc
+    for k, (cost, acc) in enumerate(inside):
+        best = max(best, acc)
+        upto = inside[k + 1][0] if k + 1 < len(inside) else ref_cost
+        area += (upto - cost) * (best - ref_acc)
+    return area
 
 
 def describe_objective(constraints: ConstraintConfig) -> str:

@@ -191,6 +191,16 @@ def test_pareto_front_by_hand():
     assert critic.pareto_front([], cons) == []
 
 
+def test_hypervolume_by_hand():
+    # rectangles [1, 4] x [0, 0.6] and [2, 4] x [0, 0.8]: 1.8 + 1.6 - 1.2
+    assert critic.hypervolume([(0.8, 2.0), (0.6, 1.0)], (0.0, 4.0)) == pytest.approx(2.2)
+    # a dominated vector and vectors outside the reference add nothing
+    assert critic.hypervolume([(0.6, 1.0), (0.8, 2.0), (0.5, 3.0), (0.9, 5.0), (-0.1, 0.5)],
+                              (0.0, 4.0)) == pytest.approx(2.2)
+    assert critic.hypervolume([(0.8, 2.0)], (0.5, 3.0)) == pytest.approx(0.3)
+    assert critic.hypervolume([], (0.0, 1.0)) == 0.0
+
+
 def test_describe_objective():
     assert critic.describe_objective(c()) == (
         "maximise validation accuracy; accuracy floor: none")
