@@ -33,9 +33,10 @@ Objective (``objective``):
   place of the accuracy it is ``cost_reward(c, ref) = 1 / (1 + ln(1 + c /
   ref))`` with ``ref`` the bound on that cost when one is set, else 1 unit (1
   parameter, 1 multiply-add, 1 ms). It lies in (0, 1], is 1 at cost 0 and
-  about 0.59 at the bound, decreases strictly with the cost, and halving a
-  cost well above ``ref`` gains about the same reward at any scale. A
-  feasible candidate's reward is thus above the default infeasible reward (0).
+  about 0.59 at the bound, and decreases strictly with the cost, through its
+  logarithm: far above ``ref`` it still tells costs apart (where ``ref / (ref
+  + c)`` would flatten to 0). A feasible candidate's reward is thus above the
+  default infeasible reward (0).
   Soft mode multiplies it by the same factor as the accuracy.
 * ``pareto``: validation accuracy (max) against one cost (``pareto_cost``,
   min). Searchers that need one number learn from the accuracy reward; the
