@@ -515,9 +515,16 @@ def pareto_front(records: Sequence[Mapping[str, Any]],
             continue
         seen.add(r["arch_hash"])
         points.append((objective_vector(r, constraints), r))
-    front = [(v, r) for v, r in points if not any(dominates(u, v) for u, _ in points)]
-    front.sort(key=lambda p: (p[0][1], -p[0][0], p[1]["index"]))
-    return [r for _, r in front]
+    # One sweep by cost (O(n log n)): a vector is dominated by the most accurate one of
+    # its own cost if less accurate, else by a cheaper one at least as accurate.
+    points.sort(key=lambda p: (p[0][1], -p[0][0], p[1]["index"]))
+    front, cheaper_best, cost_now, group_best = [], -math.inf, None, -math.inf
+    for (acc, cost), r in points:
+        if cost != cost_now:
+            cheaper_best, cost_now, group_best = max(cheaper_best, group_best), cost, acc
+        if acc == group_best and acc > cheaper_best:
+            front.append(r)
+    return front
 
 
 def hypervolume(vectors: Sequence[Sequence[float]], reference: Sequence[float]) -> float:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from autodl_design import critic, records
@@ -189,6 +190,14 @@ def test_pareto_front_by_hand():
     front = critic.pareto_front(list(reversed(rs)), cons)
     assert [r["index"] for r in front] == [1, 7, 3, 4]
     assert critic.pareto_front([], cons) == []
+    # the sweep agrees with the definition (no other counted vector dominates) on many points
+    rng = np.random.default_rng(0)
+    many = [_record(i, float(rng.integers(0, 20)) / 20, float(rng.integers(1, 30)) * 100)
+            for i in range(300)]
+    vectors = [critic.objective_vector(r, cons) for r in many]
+    expected = [i for i, v in enumerate(vectors)
+                if not any(critic.dominates(u, v) for u in vectors)]
+    assert sorted(r["index"] for r in critic.pareto_front(many, cons)) == expected
 
 
 def test_hypervolume_by_hand():
