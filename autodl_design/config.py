@@ -74,7 +74,8 @@ class TrainerConfig:
 
 @dataclasses.dataclass
 class ConstraintConfig:
-    """Hardware bounds (0 = no bound) and how the critic applies them."""
+    """Hardware bounds (0 = no bound), the accuracy floor and objective, and how the critic
+    applies them."""
     max_params: float = 0
     max_flops: float = 0
     max_latency_ms: float = 0
@@ -83,6 +84,12 @@ class ConstraintConfig:
     soft_alpha: float = 0.0
     soft_beta: float = -0.07
     infeasible_reward: float = 0.0
+    # What "best" means (critic.py): a floor on validation accuracy in [0, 1]
+    # (0 = none), the objective (accuracy | latency | params | flops | pareto)
+    # and, with pareto only, its cost (latency | params | flops).
+    min_accuracy: float = 0.0
+    objective: str = "accuracy"
+    pareto_cost: str = ""
 
     def bounds(self) -> Dict[str, float]:
         """Metric name -> bound, only for the bounds that are set."""

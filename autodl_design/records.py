@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time as _time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -422,8 +422,9 @@ class RunState:
       by_hash: arch_hash -> first finished record of that architecture that
         is not itself a 'duplicate' (for reusing results of duplicates).
       best: the best feasible record: highest reward among status 'ok' and
-        feasible with a finite reward; ties go to the smaller index. None if
-        there is none.
+        feasible with a finite reward; ties go to the higher val_accuracy
+        (e.g. equal costs under a cost objective), then the smaller index.
+        None if there is none.
 
     Raises (constructor, ``add``):
       ValueError: a record without an integer index, or a repeated index.
@@ -466,10 +467,17 @@ class RunState:
                                 and record.get("status") != "duplicate"):
                 self.by_hash[h] = record
         if _eligible_for_best(record):
-            if (self.best is None or record["reward"] > self.best["reward"]
-                    or (record["reward"] == self.best["reward"]
-                        and index < self.best["index"])):
+            if self.best is None or _best_key(record) > _best_key(self.best):
                 self.best = record
+
+
+def _best_key(record: Dict) -> Tuple[float, float, int]:
+    """(reward, val_accuracy or -inf, -index): the larger, the better the record."""
+    metrics = record.get("metrics")
+    acc = metrics.get("val_accuracy") if isinstance(metrics, dict) else None
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        acc = -math.inf
+    return record["reward"], acc, -record["index"]
 
 
 def _eligible_for_best(record: Dict) -> bool:

@@ -13,7 +13,7 @@ from absl import flags as absl_flags
 from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, reused below)
 
 from autodl_design import config as cfg
-from autodl_design import devices, nb201
+from autodl_design import critic, devices, nb201
 from autodl_design.ops import OP_NAMES, parse_ops
 
 FLAGS = absl_flags.FLAGS
@@ -39,6 +39,7 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
         "max_params", "max_flops", "max_latency_ms", "max_memory_mb", "soft_alpha",
         "soft_beta", "infeasible_reward")},
     "constraint_mode": ("constraints", "mode"),
+    **{k: ("constraints", k) for k in ("min_accuracy", "objective", "pareto_cost")},
     **{k: ("devices", k) for k in (
         "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
         "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic")},
@@ -153,9 +154,10 @@ def _define():
        "sample/train/learn alternation). Batch s + 1 + lookahead is sampled after "
        "learning from batch s, whatever the timing: runs stay reproducible.",
        lower_bound=0)
-    cf(d.DEFINE_enum, "searcher", ["rl", "random", "evolution"], "Who proposes "
-       "architectures: the RL controller, uniform random sampling, or regularized "
-       "evolution (baselines sharing the same trainers, critic, records and resume).")
+    cf(d.DEFINE_enum, "searcher", ["rl", "random", "evolution", "tpe", "nsga2"], "Who proposes "
+       "architectures: the RL controller, uniform random sampling, regularized "
+       "evolution (baselines sharing the same trainers, critic, records and resume), "
+       "Optuna's TPE, or Optuna's NSGA-II (with --objective pareto).")
     cf(d.DEFINE_integer, "population", "Regularized evolution: population size (the first "
        "--population candidates are random).", lower_bound=1)
     cf(d.DEFINE_integer, "sample_size", "Regularized evolution: tournament size.", lower_bound=1)
@@ -182,7 +184,18 @@ def _define():
        "accuracy * prod (m/T)^w.")
     cf(d.DEFINE_float, "soft_alpha", "Soft mode exponent when a metric is within its bound.")
     cf(d.DEFINE_float, "soft_beta", "Soft mode exponent when a metric is over its bound.")
-    cf(d.DEFINE_float, "infeasible_reward", "Hard mode reward of a candidate over a bound.")
+    cf(d.DEFINE_float, "infeasible_reward", "Reward of an infeasible candidate: over a bound "
+       "(hard mode) or, once trained, under --min_accuracy (both modes).")
+    # ---------------- accuracy floor and objective (autodl_design/critic.py) ----------------
+    cf(d.DEFINE_float, "min_accuracy", "Floor on validation accuracy in [0, 1] (0 = none): a "
+       "trained candidate under it is infeasible, in both constraint modes.",
+       lower_bound=0, upper_bound=1)
+    cf(d.DEFINE_enum, "objective", list(critic.OBJECTIVES), "What 'best' means: accuracy = "
+       "maximise validation accuracy; latency, params or flops = minimise that cost among "
+       "candidates within every bound and --min_accuracy; pareto = the front of validation "
+       "accuracy against --pareto_cost.")
+    cf(d.DEFINE_enum, "pareto_cost", [""] + list(critic.COST_METRICS), "With --objective "
+       "pareto: the cost traded against accuracy.")
     # ---------------- devices ----------------
     d.DEFINE_string("agent_device", None, "Device of the controller: cpu or gpu:N "
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
@@ -306,6 +319,39 @@ def _benchmark_settings(f, search: Dict[str, Any]) -> None:
         search["num_models"] = cfg.BENCHMARK_NUM_MODELS
 
 
+def objective_problem(f) -> Optional[str]:
+    """The one check of --objective, --pareto_cost and --min_accuracy against the other flags.
+
+    (The range of --min_accuracy and the names of --objective and --pareto_cost are checked
+    by their flag definitions.)
+
+    Args:
+      f: parsed flag values (``objective``, ``pareto_cost``, ``min_accuracy``, ``searcher``,
+        ``benchmark``, ``method``).
+
+    Returns:
+      None, or one line naming the problem and the fix.
+    """
+    cost = f.pareto_cost if f.objective == "pareto" else f.objective
+    if f.objective == "pareto" and not f.pareto_cost:
+        return ("--objective pareto needs the cost traded against accuracy: add --pareto_cost "
+                "latency, params or flops")
+    if f.pareto_cost and f.objective != "pareto":
+        return ("--pareto_cost applies only with --objective pareto: add --objective pareto "
+                "or remove --pareto_cost")
+    if f.searcher == "nsga2" and f.objective != "pareto":
+        return ("--searcher nsga2 searches the Pareto front of accuracy and a cost: add "
+                "--objective pareto --pareto_cost latency, params or flops")
+    if f.benchmark and cost == "flops":
+        return ("--benchmark %s: the table has no FLOPs, the metric of the objective; use "
+                "latency or params" % f.benchmark)
+    if f.method != "multi_trial" and (f.objective != "accuracy" or f.min_accuracy > 0):
+        return ("--method %s ranks candidates by their accuracy with shared weights: "
+                "--objective and --min_accuracy apply only to --method multi_trial"
+                % f.method)
+    return None
+
+
 def _valid_device_or_none(value) -> bool:
     """Validator of --agent_device; raises ValidationError naming the bad device."""
     if value is None:
@@ -352,8 +398,15 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     Returns:
       The resolved configuration: preset sizes filled in where a size flag
       was not given, default devices chosen from ``num_gpus``.
+
+    Raises:
+      absl.flags.ValidationError: flags that do not go together (see
+        ``_benchmark_settings`` and ``objective_problem``).
     """
     f = FLAGS if flag_values is None else flag_values
+    problem = objective_problem(f)  # before Paddle is imported to count GPUs
+    if problem:
+        raise absl_flags.ValidationError(problem)
     if num_gpus is None:
         num_gpus = devices.count_gpus()  # imports Paddle; only when asked
     preset = f.preset if f.preset != "auto" else ("gpu" if num_gpus > 0 else "cpu")

@@ -113,25 +113,28 @@ def summary_text(config: Config, space: SearchSpace, state: records.RunState, se
     lines.append("constraints: %s" % (", ".join("%s <= %g" % kv for kv in bounds.items())
                                       + " (%s mode)" % config.constraints.mode
                                       if bounds else "none"))
+    lines.append("objective: %s" % critic.describe_objective(config.constraints))
     shown = state.best
     if shown is None:
         lines.append(critic.NO_FEASIBLE_MESSAGE)
         shown = critic.closest(state.records, config.constraints)
         if shown is not None:
             lines.append("closest candidate: #%d (%s)" % (
-                shown["index"], critic.check(shown["metrics"], config.constraints).text))
+                shown["index"], critic.distance(shown["metrics"], config.constraints)[1]))
     if shown is not None:
-        lines.extend(_candidate_lines(config, space, shown))
+        lines.extend(_candidate_lines(config, space, shown,
+                                      "best" if shown is state.best else "closest"))
     lines.extend(_count_lines(state.records, seconds, run, bool(config.search.benchmark)))
     if run is not None and run.interrupted:
         lines.append("interrupted: continue with --resume --log_dir %s" % config.search.log_dir)
     return "\n".join(lines)
 
 
-def _candidate_lines(config: Config, space: SearchSpace, r: Dict) -> List[str]:
+def _candidate_lines(config: Config, space: SearchSpace, r: Dict,
+                     label: str = "best") -> List[str]:
     m = r["metrics"]
-    lines = ["best architecture: #%d (step %d, hash %s)"
-             % (r["index"], r["step"], r["arch_hash"][:12])]
+    lines = ["%s architecture: #%d (step %d, hash %s)"
+             % (label, r["index"], r["step"], r["arch_hash"][:12])]
     lines.extend("  " + l for l in space.from_dict(r["arch"]).describe().splitlines())
     rows = [("val accuracy", fmt_number(m.get("val_accuracy"), "%.4f")),
             ("test accuracy", fmt_number(m.get("test_accuracy"), "%.4f")),
@@ -146,8 +149,9 @@ def _candidate_lines(config: Config, space: SearchSpace, r: Dict) -> List[str]:
         rows.insert(3, ("NAS-Bench-201 index", fmt_number(m["nb201_index"], "%d")))
     width = max(len(k) for k, _ in rows)
     lines.extend("  %-*s  %s" % (width, k, v) for k, v in rows)
-    lines.append("  architecture JSON: %s" % os.path.join(config.search.log_dir,
-                                                         records.BEST_FILE))
+    if label == "best":  # no best.json is written for the closest candidate
+        lines.append("  architecture JSON: %s" % os.path.join(config.search.log_dir,
+                                                             records.BEST_FILE))
     return lines
 
 

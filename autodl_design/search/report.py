@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from autodl_design import records
+from autodl_design import critic, records
 from autodl_design.arch import Cell
 from autodl_design.config import Config
 from autodl_design.search.clock import record_cost
@@ -251,12 +251,14 @@ def write_report(log_dir: str, top: int = 5) -> str:
              "| setting | value |", "|---|---|",
              "| searcher | %s |" % config.search.searcher,
              "| search space | %s |" % space.name,
-             "| latency source | %s |" % _latency_source(trials), "",
+             "| latency source | %s |" % _latency_source(trials),
+             "| objective | %s |" % critic.describe_objective(config.constraints), "",
              "```text", summary_text(config, space, state, seconds), "```", "",
              "![progress](progress.png)", "", "![accuracy vs cost](tradeoffs.png)", ""]
     if state.best is not None:
         lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
     lines += _top_table(trials, top)
+    lines += _pareto_section(trials, config)
     lines += oneshot_report.section(log_dir, trials, out, _plt())
     lines += _deployed_section(log_dir)
     path = os.path.join(out, "report.md")
@@ -329,6 +331,24 @@ def _top_table(trials: List[Dict], top: int) -> List[str]:
             fmt_number(m.get("test_accuracy")), fmt_number(m.get("params"), "%d"),
             fmt_number(m.get("flops"), "%d"), fmt_number(m.get("latency_ms"), "%.3f"),
             fmt_number(m.get("memory_mb"), "%.2f"), "yes" if t["feasible"] else "no"))
+    return lines + [""]
+
+
+def _pareto_section(trials: List[Dict], config: Config) -> List[str]:
+    """With ``--objective pareto``: the front of feasible trained candidates
+    (``critic.pareto_front``), by cost; no lines otherwise."""
+    if config.constraints.objective != "pareto":
+        return []
+    front = critic.pareto_front(trials, config.constraints)
+    name = critic.cost_metric(config.constraints)
+    lines = ["## Pareto front: validation accuracy against %s" % name, ""]
+    if not front:
+        return lines + ["No feasible trained candidate.", ""]
+    lines += ["| # | val acc | %s | test acc |" % name, "|---|---|---|---|"]
+    lines += ["| %d | %s | %s | %s |" % (t["index"], fmt_number(t["metrics"]["val_accuracy"]),
+                                        fmt_number(t["metrics"][name], "%.6g"),
+                                        fmt_number(t["metrics"].get("test_accuracy")))
+              for t in front]
     return lines + [""]
 
 
