@@ -280,7 +280,7 @@ def _define():
 
 
 def _define_search_space():
-    """--search_space and --evaluator (search decisions beyond the cell, autodl_design/recipe.py)."""
+    """--search_space and --evaluator: search decisions beyond the cell (recipe.py)."""
     d = absl_flags
     d.DEFINE_string("search_space", "", "JSON file of search decisions beyond the cell "
                     "(scale: width_mult, depth, resolution; training: learning_rate, "
@@ -297,6 +297,10 @@ def _define_search_space():
                                                    and f["evaluator"] == "trainer"),
         "--search_space and --evaluator toy apply to multi-trial searches; --method enas and "
         "darts search only the cell with their supernet: remove one")
+    d.register_multi_flags_validator(
+        ["export_best", "evaluator"],
+        lambda f: not f["export_best"] or f["evaluator"] == "trainer",
+        "--export_best retrains a candidate on the data: it does not apply with --evaluator toy")
 
 
 def _search_space_settings(f, search: Dict[str, Any]) -> None:
