@@ -291,6 +291,7 @@ def _define_search_space():
     _config_flag(d.DEFINE_enum, "evaluator", ["trainer", "toy"], "trainer: train every "
                  "candidate on the data; toy: a cheap synthetic objective with a known optimum "
                  "(autodl_design/toy.py; no data, no training) to try searchers in seconds.")
+    d.register_validator("search_space", _valid_search_space)
     d.register_multi_flags_validator(
         ["method", "search_space", "evaluator"],
         lambda f: f["method"] == "multi_trial" or (not f["search_space"]
@@ -301,6 +302,17 @@ def _define_search_space():
         ["export_best", "evaluator"],
         lambda f: not f["export_best"] or f["evaluator"] == "trainer",
         "--export_best retrains a candidate on the data: it does not apply with --evaluator toy")
+
+
+def _valid_search_space(path: str) -> bool:
+    """Validator of --search_space; raises ValidationError naming the problem in the file."""
+    if path:
+        try:
+            recipe.load_search_space(path)
+        except recipe.SearchSpaceError as e:  # absl names the flag and file already
+            raise absl_flags.ValidationError(
+                str(e).replace("--search_space %s: " % path, "", 1)) from None
+    return True
 
 
 def _search_space_settings(f, search: Dict[str, Any]) -> None:
