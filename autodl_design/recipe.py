@@ -229,6 +229,11 @@ class RecipeCandidate:
         d["recipe"] = self.recipe.to_dict()
         return d
 
+    def to_json(self) -> str:
+        """Readable JSON: ``Architecture.to_json`` (one matrix row per line) with the recipe."""
+        text = self.arch.to_json().rstrip()[:-1].rstrip()  # without the closing brace
+        return text + ',\n  "recipe": %s\n}\n' % json.dumps(self.recipe.to_dict())
+
     def describe(self) -> str:
         values = ", ".join("%s=%s" % kv for kv in self.recipe.values)
         return "%s\nrecipe: %s" % (self.arch.describe(), values or "(default)")

@@ -48,6 +48,7 @@ def test_every_example_search_space_loads():
             cand = space.sample(rng)
             assert space.decode(*space.encode(cand)) == cand
             assert space.from_dict(json.loads(json.dumps(cand.to_dict()))) == cand
+            assert json.loads(cand.to_json()) == json.loads(json.dumps(cand.to_dict()))
             if cell is not None:
                 assert cand.arch == cell
         loaded += 1
