@@ -126,3 +126,19 @@ def test_toy_evaluator_from_main_in_worker_processes(tmp_path):
     report = (log / "report" / "report.md").read_text()
     assert "## Recipes of the top" in report and "| width_mult | depth | resolution |" in report
     assert os.path.getsize(log / "report" / "scale.png") > 1000
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--export_best", "EXPORT"], "--export_best retrains a candidate on the data"),
+    (["--method", "darts"], "apply to multi-trial searches"),
+    (["--benchmark", "nb201", "--searcher", "random"], "--evaluator apply only to the cell"),
+])
+def test_toy_evaluator_with_what_it_does_not_apply_to_is_refused(tmp_path, args, words):
+    args = [str(tmp_path / "export") if a == "EXPORT" else a for a in args]
+    r = subprocess.run([sys.executable, "main.py", "--evaluator", "toy", "--log_dir",
+                        str(tmp_path / "log")] + args, cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and words in lines[0], r.stderr
+    assert not (tmp_path / "log").exists() and not (tmp_path / "export").exists()
