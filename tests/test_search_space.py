@@ -174,3 +174,22 @@ def test_resolution_larger_than_the_images_is_refused(tmp_path, tiny_fmnist):
     line = one_line(r.stderr)
     assert "resolution [32] is larger than the dataset's 28-pixel images" in line
     assert not (tmp_path / "log").exists()
+
+
+def test_a_run_from_before_search_space_resumes(tmp_path):
+    """A config.json without search_space and evaluator (written before they existed)
+    resumes as the cell search with the trainer it was; a --search_space is refused."""
+    config = make_config(tmp_path / "log", num_models=4)
+    assert run(config)[0] == 0
+    path = tmp_path / "log" / records.CONFIG_FILE
+    saved = json.loads(path.read_text())
+    del saved["search"]["search_space"], saved["search"]["evaluator"]
+    path.write_text(json.dumps(saved))
+    more = dataclasses.replace(config, search=dataclasses.replace(
+        config.search, resume=True, num_models=8))
+    code, trials, out = run(more)
+    assert code == 0 and "Resuming" in out and len(trials) == 8
+    path.write_text(json.dumps(saved))
+    code, _, _ = run(with_space(dataclasses.replace(more, search=dataclasses.replace(
+        more.search, num_models=10)), CELL_AND_RECIPE))
+    assert code == 2

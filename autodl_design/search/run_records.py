@@ -124,23 +124,34 @@ class RunRecords:
                               % (self.log_dir, e.strerror)) from None
 
     def _check_resume(self) -> None:
-        self._check_resume_space()
+        saved = self._check_resume_space()
+        # A run started before --search_space and --evaluator existed has neither
+        # setting: it searched the cell with the trainer (checked above / the default).
+        ignore = records.RESUME_IGNORE + ("search.search_space",)
+        if "evaluator" not in saved and self.config.search.evaluator == "trainer":
+            ignore += ("search.evaluator",)
         try:
-            records.check_resume_config(self.log_dir, self.config.to_dict())
+            records.check_resume_config(self.log_dir, self.config.to_dict(), ignore)
         except ValueError as e:
             raise SearchError("--resume: %s" % e) from None
 
-    def _check_resume_space(self) -> None:
-        """Refuses a --resume whose --search_space differs from the one the run started with."""
+    def _check_resume_space(self) -> Dict:
+        """Refuses a --resume whose --search_space differs from the one the run started with.
+
+        Returns:
+          The saved config's ``search`` section ({} if config.json is unreadable:
+          ``records.check_resume_config`` then names the problem).
+        """
         path = os.path.join(self.log_dir, records.CONFIG_FILE)
         try:
             with open(path, encoding="utf-8") as f:
-                saved = json.load(f)["search"].get("search_space", {})
+                saved = json.load(f)["search"]
+            space = saved.get("search_space", {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return  # records.check_resume_config names the unreadable file
-        if saved == self.config.search.search_space:
-            return
-        if saved:
+            return {}
+        if space == self.config.search.search_space:
+            return saved
+        if space:
             fix = "pass --search_space %s" % os.path.join(self.log_dir, SEARCH_SPACE_FILE)
         else:
             fix = "it searched only the cell: remove --search_space"
