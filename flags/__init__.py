@@ -331,6 +331,7 @@ def _search_space_settings(f, search: Dict[str, Any]) -> None:
         raise absl_flags.ValidationError(str(e)) from None
     search["search_space"] = recipe.space_to_dict(decisions, cell)
 
+
 def _benchmark_settings(f, search: Dict[str, Any]) -> None:
     """Checks the flags of a --benchmark run and resolves its table path and budget.
 
