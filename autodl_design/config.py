@@ -138,6 +138,10 @@ class SearchConfig:
     oneshot_epochs: int = 6      # one-shot: epochs over the training split
     controller_steps: int = 5    # enas: controller steps after every epoch
     arch_learning_rate: float = 3e-3  # darts: Adam learning rate of the architecture
+    # Search decisions beyond the cell (--search_space FILE.json, autodl_design/recipe.py):
+    # the file's parsed content (recipe.space_to_dict), {} = only the cell is searched.
+    search_space: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluator: str = "trainer"  # "trainer" (train on the data) or "toy" (autodl_design/toy.py)
 
 
 @dataclasses.dataclass

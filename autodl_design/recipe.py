@@ -130,9 +130,24 @@ def load_search_space(path: str) -> Tuple[Tuple[Decision, ...], Optional[Archite
     except json.JSONDecodeError as e:
         raise SearchSpaceError("--search_space %s is not valid JSON: %s" % (path, e)) from None
     try:
-        return parse_decisions(raw), parse_cell(raw)
+        decisions, cell = parse_decisions(raw), parse_cell(raw)
     except SearchSpaceError as e:
         raise SearchSpaceError("--search_space %s: %s" % (path, e)) from None
+    if not decisions:
+        raise SearchSpaceError("--search_space %s lists no decision: list at least one of %s"
+                               % (path, ", ".join(RECIPE_DECISIONS)))
+    return decisions, cell
+
+
+def space_to_dict(decisions: Sequence[Decision], cell: Optional[Architecture]) -> Dict[str, Any]:
+    """The search-space object of ``decisions`` and ``cell``, normalised (plain JSON data).
+
+    ``parse_decisions`` and ``parse_cell`` read it back; it is what a run
+    keeps in its config (``SearchConfig.search_space``) and ``search_space.json``.
+    """
+    out: Dict[str, Any] = {d.name: list(d.choices) for d in decisions}
+    out["cell"] = "search" if cell is None else cell.to_dict()
+    return out
 
 
 def check_resolutions(decisions: Sequence[Decision], image_side: int) -> None:
@@ -213,6 +228,11 @@ class RecipeCandidate:
         d = self.arch.to_dict()
         d["recipe"] = self.recipe.to_dict()
         return d
+
+    def to_json(self) -> str:
+        """Readable JSON: ``Architecture.to_json`` (one matrix row per line) with the recipe."""
+        text = self.arch.to_json().rstrip()[:-1].rstrip()  # without the closing brace
+        return text + ',\n  "recipe": %s\n}\n' % json.dumps(self.recipe.to_dict())
 
     def describe(self) -> str:
         values = ", ".join("%s=%s" % kv for kv in self.recipe.values)

@@ -13,7 +13,7 @@ from absl import flags as absl_flags
 from absl import logging as _absl_logging  # noqa: F401  (defines --log_dir, reused below)
 
 from autodl_design import config as cfg
-from autodl_design import critic, devices, nb201
+from autodl_design import critic, devices, nb201, recipe
 from autodl_design.ops import OP_NAMES, parse_ops
 
 FLAGS = absl_flags.FLAGS
@@ -45,6 +45,7 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
         "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic")},
     "amp": ("trainer", "amp"),
     **{k: ("search", k) for k in ("benchmark", "benchmark_table", "latency_device")},
+    "evaluator": ("search", "evaluator"),
 }
 
 # Flags of the cell space and its trainer, refused with --benchmark (a table
@@ -57,7 +58,7 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
     "final_epochs", "method", "retrain_top", "oneshot_epochs", "controller_steps",
-    "arch_learning_rate")
+    "arch_learning_rate", "search_space", "evaluator")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -288,6 +289,61 @@ def _define():
         ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
         "--method darts has its own searcher (architecture parameters): leave --searcher "
         "at rl")
+    _define_search_space()
+
+
+def _define_search_space():
+    """--search_space and --evaluator: search decisions beyond the cell (recipe.py)."""
+    d = absl_flags
+    d.DEFINE_string("search_space", "", "JSON file of search decisions beyond the cell "
+                    "(scale: width_mult, depth, resolution; training: learning_rate, "
+                    "weight_decay, optimizer, batch_size, grad_clip, dropout), each a list of "
+                    "choices, and \"cell\": \"search\" or a fixed architecture; see README "
+                    "\"Searching the recipe\" and examples/*.json. Empty = only the cell is "
+                    "searched. Random search and evolution only, for now.")
+    _config_flag(d.DEFINE_enum, "evaluator", ["trainer", "toy"], "trainer: train every "
+                 "candidate on the data; toy: a cheap synthetic objective with a known optimum "
+                 "(autodl_design/toy.py; no data, no training) to try searchers in seconds.")
+    d.register_validator("search_space", _valid_search_space)
+    d.register_multi_flags_validator(
+        ["method", "search_space", "evaluator"],
+        lambda f: f["method"] == "multi_trial" or (not f["search_space"]
+                                                   and f["evaluator"] == "trainer"),
+        "--search_space and --evaluator toy apply to multi-trial searches; --method enas and "
+        "darts search only the cell with their supernet: remove one")
+    d.register_multi_flags_validator(
+        ["export_best", "evaluator"],
+        lambda f: not f["export_best"] or f["evaluator"] == "trainer",
+        "--export_best retrains a candidate on the data: it does not apply with --evaluator toy")
+
+
+def _valid_search_space(path: str) -> bool:
+    """Validator of --search_space; raises ValidationError naming the problem in the file."""
+    if path:
+        try:
+            recipe.load_search_space(path)
+        except recipe.SearchSpaceError as e:  # absl names the flag and file already
+            raise absl_flags.ValidationError(
+                str(e).replace("--search_space %s: " % path, "", 1)) from None
+    return True
+
+
+def _search_space_settings(f, search: Dict[str, Any]) -> None:
+    """Reads --search_space into ``search["search_space"]`` (its normalised content).
+
+    Raises:
+      absl.flags.ValidationError: the file cannot be read or lists a bad decision
+        (one line naming it).
+    """
+    if not f.search_space:
+        search["search_space"] = {}
+        return
+    try:
+        decisions, cell = recipe.load_search_space(f.search_space)
+    except recipe.SearchSpaceError as e:
+        raise absl_flags.ValidationError(str(e)) from None
+    search["search_space"] = recipe.space_to_dict(decisions, cell)
+
 
 def _benchmark_settings(f, search: Dict[str, Any]) -> None:
     """Checks the flags of a --benchmark run and resolves its table path and budget.
@@ -432,6 +488,7 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     values["search"]["num_models"] = int(sizes["num_models"])
     values["search"]["preset"] = preset
     _benchmark_settings(f, values["search"])
+    _search_space_settings(f, values["search"])
     return cfg.Config(data=cfg.DataConfig(**values["data"]),
                       agent=cfg.AgentConfig(**values["agent"]),
                       trainer=cfg.TrainerConfig(**values["trainer"]),

@@ -57,7 +57,8 @@ def test_flag_defaults_are_the_dataclass_defaults():
         assert cfg.default(section, name) == cfg.SIZE_PRESETS["gpu"][name]
     # Every setting comes from exactly one flag or is derived (sizes, ops, preset, devices).
     derived = sized | {("agent", "ops"), ("search", "preset"), ("devices", "agent_device"),
-                       ("devices", "trainer_devices")}
+                       ("devices", "trainer_devices"),
+                       ("search", "search_space")}  # the content of the --search_space file
     mapped = list(flags.CONFIG_FLAGS.values())
     assert len(set(mapped)) == len(mapped) and not derived & set(mapped)
     settings = {(s.name, f.name) for s in dataclasses.fields(cfg.Config)

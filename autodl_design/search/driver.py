@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Tuple
 
+from autodl_design import recipe
 from autodl_design.config import Config
-from autodl_design.interfaces import Pool, Searcher, SearchSpace
+from autodl_design.interfaces import Evaluator, Pool, Searcher, SearchSpace
 from autodl_design.search.errors import SearchError, WorkerSetupError
 from autodl_design.search.loop import Search
 from autodl_design.search.progress import SearchResult, summary_text
@@ -33,7 +34,6 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
     """
     from autodl_design.search.pools import make_pool
     from autodl_design.search.searchers import make_searcher, make_space
-    from trainer.evaluate import TrainerEvaluator, unsatisfiable
     if log is None:
         log = _print_line
     if config.search.benchmark:
@@ -44,17 +44,13 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
         % (config.search.searcher if config.search.method == "multi_trial"
            else "%s (one-shot, retraining the top %d)" % (config.search.method,
                                                           config.search.retrain_top),
-           config.data.data_path if config.data.data_path else "the embedded default data "
-           "(real Fashion-MNIST, %d images per class)" % config.data.images_per_class,
+           _data_text(config),
            config.search.preset, config.search.num_models if config.search.method == "multi_trial"
            else config.search.retrain_top, trainers, config.search.log_dir))
     try:
         check_local_devices(config, log)
         check_log_dir(config.search.log_dir, config.search.resume)  # before preparing data
-        config, manifest = _resolve_data(config, log)
-        problem = unsatisfiable(config, manifest)
-        if problem:
-            raise SearchError(problem)
+        config, evaluator = _prepare(config, log)
         if config.search.method != "multi_trial":
             from autodl_design.search import oneshot
             oneshot.check_config(config)
@@ -66,7 +62,7 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
     try:
         space = make_space(config)
         searcher = make_searcher(config, space)
-        pool = make_pool(config, TrainerEvaluator(config.data.data_path, config.to_dict()), log)
+        pool = make_pool(config, evaluator, log)
     except (SearchError, ValueError) as e:  # user input: flags, data (DatasetError), bounds
         print("error: %s" % e, file=sys.stderr)
         return 2
@@ -75,6 +71,38 @@ def run_from_config(config: Config, log: Optional[Callable[[str], None]] = None,
         from autodl_design.search import export_best
         code = export_best.run(final_export, config, log)
     return code
+
+
+def _data_text(config: Config) -> str:
+    """What the candidates are evaluated on, for the first line of a run."""
+    if config.search.evaluator == "toy":
+        return "the toy objective (synthetic metrics, no data)"
+    if config.data.data_path:
+        return config.data.data_path
+    return ("the embedded default data (real Fashion-MNIST, %d images per class)"
+            % config.data.images_per_class)
+
+
+def _prepare(config: Config, log: Callable[[str], None]) -> Tuple[Config, Evaluator]:
+    """(config with an absolute data_path, the evaluator of its candidates).
+
+    Raises:
+      SearchError: bounds no candidate can meet.
+      ValueError: unusable data (``DatasetError``), a ``--search_space``
+        resolution larger than the images (``recipe.SearchSpaceError``).
+    """
+    if config.search.evaluator == "toy":
+        from autodl_design.toy import ToyEvaluator
+        return config, ToyEvaluator(config.to_dict())
+    from trainer.evaluate import TrainerEvaluator, unsatisfiable
+    config, manifest = _resolve_data(config, log)
+    if config.search.search_space:
+        h, w, _ = manifest["image_shape_hwc"]
+        recipe.check_resolutions(recipe.parse_decisions(config.search.search_space), min(h, w))
+    problem = unsatisfiable(config, manifest)
+    if problem:
+        raise SearchError(problem)
+    return config, TrainerEvaluator(config.data.data_path, config.to_dict())
 
 
 def check_local_devices(config: Config, log: Callable[[str], None],

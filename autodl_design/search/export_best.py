@@ -1,8 +1,9 @@
 """``main.py --export_best DIR``: retrain the search's best candidate on all chunks and export it.
 
-After the search, the best feasible candidate (``log_dir/best.json``) is
-trained from scratch for ``final_epochs`` on every chunk (the training chunks
-and the validation chunk), its test accuracy is measured on the held-out test
+After the search, the best feasible candidate (``log_dir/best.json``; with
+``--search_space``, with its recipe: ``recipe.Recipe.apply``) is trained from
+scratch for ``final_epochs`` on every chunk (the training chunks and the
+validation chunk), its test accuracy is measured on the held-out test
 split, and it is exported with ``trainer.deploy.export_all``: the Paddle
 inference model, ONNX checked with onnxruntime, and the standalone
 ``model.py``. ``log_dir/export_best.json`` records where the files are, the
@@ -50,17 +51,19 @@ def run(final: FinalExport, config: Config, log: Callable[[str], None]) -> int:
       0 when exported or when the search found no feasible candidate (said in
       one line), 1 when training or the export failed (one line saying why).
     """
-    from autodl_design.arch import Architecture
+    from autodl_design.recipe import split_candidate
     from trainer import deploy, onnx_export, single, train
     from autodl_design.devices import use_device
     best = os.path.join(config.search.log_dir, "best.json")
     if not os.path.isfile(best):
         log("export_best: no feasible candidate, nothing exported")
         return 0
-    arch = Architecture.load(best)
+    with open(best, encoding="utf-8") as f:
+        arch, recipe = split_candidate(json.load(f)["arch"])  # the recipe found, if searched
     _, data = single.load_data(config.data)
     data = all_chunks(data)
-    trainer_config = dataclasses.replace(config.trainer, early_stop=final.final_epochs)
+    trainer_config = dataclasses.replace(recipe.apply(config.trainer),
+                                         early_stop=final.final_epochs)
     use_device(config.devices.trainer_devices[0])
     log("export_best: retraining the best candidate (%s) for %d epochs on all %d training "
         "images ..." % (arch.hash()[:12], final.final_epochs, len(data.train_images)))

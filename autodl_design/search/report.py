@@ -12,9 +12,12 @@ of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 * ``best_normal_cell.png`` / ``best_reduction_cell.png``: the best cells as DAGs
   (candidates with cells, i.e. of the cell space);
 * ``oneshot.png`` (one-shot runs): the supernet's training curves;
+* ``scale.png`` (``--search_space`` with scale decisions): validation accuracy
+  against latency, coloured by ``width_mult``, marker by ``depth``;
 * ``report.md``: the search summary (the one the search printed, from
   ``progress.summary_text``), the searcher and latency source, and the best
-  candidates, linking the PNGs.
+  candidates (with ``--search_space``, also a table of their decisions),
+  linking the PNGs.
 """
 import json
 import logging
@@ -25,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 from autodl_design import critic, records
 from autodl_design.arch import Cell
+from autodl_design.recipe import SCALE_DECISIONS, RecipeSpace
 from autodl_design.config import Config
 from autodl_design.search.clock import record_cost
 from autodl_design.search import oneshot_report
@@ -259,6 +263,7 @@ def write_report(log_dir: str, top: int = 5) -> str:
         lines += _best_section(space.from_dict(state.best["arch"]), state.best["index"], out)
     lines += _top_table(trials, top)
     lines += _pareto_section(trials, config)
+    lines += _recipe_section(trials, space, top, out)
     lines += oneshot_report.section(log_dir, trials, out, _plt())
     lines += _deployed_section(log_dir)
     path = os.path.join(out, "report.md")
@@ -305,8 +310,9 @@ def _best_section(candidate, index: int, out: str) -> List[str]:
     """The best candidate's section: its description, drawings of its cells (candidates
     with ``normal``/``reduction`` cells, i.e. of the cell space) and its JSON."""
     lines = ["## Best architecture: #%d" % index, "", "```text", candidate.describe(), "```", ""]
+    arch = getattr(candidate, "arch", candidate)  # a RecipeCandidate's cells are its arch's
     for name in ("normal", "reduction"):
-        cell = getattr(candidate, name, None)
+        cell = getattr(arch, name, None)
         if isinstance(cell, Cell):
             png = "best_%s_cell.png" % name
             draw_cell(cell, "best %s cell (#%d)" % (name, index), os.path.join(out, png))
@@ -316,9 +322,73 @@ def _best_section(candidate, index: int, out: str) -> List[str]:
     return lines + ["```json", text, "```", ""]
 
 
+def _ranked(trials: List[Dict], top: int) -> List[Dict]:
+    """The ``top`` trained records by reward (ties: the earlier first)."""
+    return sorted((t for t in trials if t["status"] == "ok" and _num(t["reward"]) is not None),
+                  key=lambda t: (-t["reward"], t["index"]))[:top]
+
+
+def _recipe_section(trials: List[Dict], space, top: int, out: str) -> List[str]:
+    """With ``--search_space``: the decisions of the top candidates and, when scale
+    decisions are searched, ``scale.png``; no lines for other spaces."""
+    if not isinstance(space, RecipeSpace):
+        return []
+    names = [d.name for d in space.recipe]
+    ranked = _ranked(trials, top)
+    lines = ["## Recipes of the top %d candidates" % len(ranked), "",
+             "| # | reward | val acc | latency ms | %s |" % " | ".join(names),
+             "|---|---|---|---|%s" % ("---|" * len(names))]
+    for t in ranked:
+        values = t["arch"].get("recipe", {})
+        lines.append("| %d | %s | %s | %s | %s |" % (
+            t["index"], fmt_number(t["reward"]), fmt_number(t["metrics"].get("val_accuracy")),
+            fmt_number(t["metrics"].get("latency_ms"), "%.3f"),
+            " | ".join(str(values.get(n, "")) for n in names)))
+    lines.append("")
+    if any(n in SCALE_DECISIONS for n in names):
+        plot_scale(trials, os.path.join(out, "scale.png"))
+        lines += ["![accuracy vs latency by width_mult](scale.png)", ""]
+    return lines
+
+
+def plot_scale(trials: List[Dict], path: str):
+    """Validation accuracy against latency of the trained candidates (one point per
+    candidate), coloured by ``width_mult`` and shaped by ``depth`` (when decided)."""
+    plt = _plt()
+    seen = {}
+    for t in trials:
+        m = t["metrics"]
+        if (t["status"] in ("ok", "duplicate") and _num(m.get("val_accuracy")) is not None
+                and _num(m.get("latency_ms")) is not None):
+            seen.setdefault(t["arch_hash"], t)
+    recipes = {h: t["arch"].get("recipe", {}) for h, t in seen.items()}
+    widths = sorted({r.get("width_mult") for r in recipes.values()}, key=str)
+    depths = sorted({r.get("depth") for r in recipes.values()}, key=str)
+    colors = plt.get_cmap("viridis")
+    markers = "osD^vP*X"
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for h, t in seen.items():
+        w, d = recipes[h].get("width_mult"), recipes[h].get("depth")
+        ax.scatter([t["metrics"]["latency_ms"]], [t["metrics"]["val_accuracy"]], s=36,
+                   color=colors(widths.index(w) / max(len(widths) - 1, 1)),
+                   marker=markers[depths.index(d) % len(markers)], alpha=0.8)
+    handles = [plt.Line2D([], [], marker="o", ls="", label="width_mult %s" % w,
+                          color=colors(k / max(len(widths) - 1, 1)))
+               for k, w in enumerate(widths)]
+    handles += [plt.Line2D([], [], marker=markers[k % len(markers)], ls="", color="0.4",
+                           label="depth %s" % d) for k, d in enumerate(depths)]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("trained candidates: accuracy against latency by scale", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _top_table(trials: List[Dict], top: int) -> List[str]:
-    ranked = sorted((t for t in trials if t["status"] == "ok" and _num(t["reward"]) is not None),
-                    key=lambda t: (-t["reward"], t["index"]))[:top]
+    ranked = _ranked(trials, top)
     if not ranked:
         return []
     lines = ["## Top %d candidates" % len(ranked), "",

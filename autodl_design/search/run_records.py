@@ -3,8 +3,10 @@
 ``RunRecords`` owns everything the loop writes except ``pending.json``
 (``autodl_design.search.pending``): ``config.json`` (checked on resume),
 ``trials.jsonl`` (one line per finished evaluation), ``best.json``, the
-searcher's ``checkpoint/`` and the optional TensorBoard scalars.
+searcher's ``checkpoint/``, ``search_space.json`` (the ``--search_space``
+content, for ``--resume``) and the optional TensorBoard scalars.
 """
+import json
 import os
 import shutil
 from typing import Callable, Dict, Optional
@@ -15,6 +17,7 @@ from autodl_design.interfaces import Searcher
 from autodl_design.search.errors import SearchError
 
 PENDING_FILE = "pending.json"
+SEARCH_SPACE_FILE = "search_space.json"  # the --search_space content a run started with
 CHECKPOINT_DIR = "checkpoint"
 REUSABLE = ("ok", "infeasible")
 
@@ -92,6 +95,9 @@ class RunRecords:
         else:
             self._clear_for_new_run()
         records.write_config(self.log_dir, self.config.to_dict())
+        if self.config.search.search_space:
+            records.atomic_write_json(os.path.join(self.log_dir, SEARCH_SPACE_FILE),
+                                      self.config.search.search_space)
         try:
             self._trials = records.TrialLog(os.path.join(self.log_dir, records.TRIALS_FILE))
             self.state = records.RunState(list(self._trials.records))
@@ -118,17 +124,46 @@ class RunRecords:
                               % (self.log_dir, e.strerror)) from None
 
     def _check_resume(self) -> None:
+        saved = self._check_resume_space()
+        # A run started before --search_space and --evaluator existed has neither
+        # setting: it searched the cell with the trainer (checked above / the default).
+        ignore = records.RESUME_IGNORE + ("search.search_space",)
+        if "evaluator" not in saved and self.config.search.evaluator == "trainer":
+            ignore += ("search.evaluator",)
         try:
-            records.check_resume_config(self.log_dir, self.config.to_dict())
+            records.check_resume_config(self.log_dir, self.config.to_dict(), ignore)
         except ValueError as e:
             raise SearchError("--resume: %s" % e) from None
+
+    def _check_resume_space(self) -> Dict:
+        """Refuses a --resume whose --search_space differs from the one the run started with.
+
+        Returns:
+          The saved config's ``search`` section ({} if config.json is unreadable:
+          ``records.check_resume_config`` then names the problem).
+        """
+        path = os.path.join(self.log_dir, records.CONFIG_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)["search"]
+            space = saved.get("search_space", {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        if space == self.config.search.search_space:
+            return saved
+        if space:
+            fix = "pass --search_space %s" % os.path.join(self.log_dir, SEARCH_SPACE_FILE)
+        else:
+            fix = "it searched only the cell: remove --search_space"
+        raise SearchError("--resume: %s was started with another search space; %s"
+                          % (self.log_dir, fix))
 
     def _clear_for_new_run(self) -> None:
         path = os.path.join(self.log_dir, records.TRIALS_FILE)
         if os.path.exists(path) and os.path.getsize(path) > 0:
             raise SearchError("%s already holds a search (%s); pass --resume to continue it "
                               "or choose another --log_dir" % (self.log_dir, path))
-        for stale in (PENDING_FILE, records.BEST_FILE):
+        for stale in (PENDING_FILE, records.BEST_FILE, SEARCH_SPACE_FILE):
             if os.path.exists(os.path.join(self.log_dir, stale)):
                 os.remove(os.path.join(self.log_dir, stale))
         for stale in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from autodl_design import nb201, records
+from autodl_design import nb201, recipe, records
 from autodl_design.config import AgentConfig, Config
 from autodl_design.interfaces import Candidate, Searcher, SearchSpace
 from autodl_design.spaces import CellSpace, encode_batch
@@ -166,8 +166,8 @@ NB201_RL_SETTINGS = nb201.NB201_CONTROLLER
 
 
 def make_space(config: Config) -> SearchSpace:
-    """The search space of ``config``: NAS-Bench-201's for ``--benchmark nb201``, else the
-    cell space of ``config.agent``.
+    """The search space of ``config``: NAS-Bench-201's for ``--benchmark nb201``, the
+    ``RecipeSpace`` of ``--search_space`` when given, else the cell space of ``config.agent``.
 
     Raises:
       ValueError: an unknown benchmark.
@@ -176,7 +176,18 @@ def make_space(config: Config) -> SearchSpace:
         return nb201.NB201Space()
     if config.search.benchmark:
         raise ValueError("unknown benchmark %r: use nb201" % config.search.benchmark)
+    if config.search.search_space:
+        return recipe_space(config)
     return CellSpace(config.agent.num_nodes, config.agent.ops)
+
+
+def recipe_space(config: Config) -> recipe.RecipeSpace:
+    """The ``RecipeSpace`` of ``config.search.search_space`` (``--search_space``): the cell
+    space of ``config.agent`` (or the file's fixed cell) with the file's recipe decisions."""
+    raw = config.search.search_space
+    cell = recipe.parse_cell(raw)
+    cells = CellSpace(config.agent.num_nodes, config.agent.ops) if cell is None else None
+    return recipe.RecipeSpace(cells, recipe.parse_decisions(raw), cell)
 
 
 def nb201_rl_searcher(space: SearchSpace, seed: int, device: str,
@@ -196,6 +207,9 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     kind = config.search.searcher
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
+    if kind == "rl" and isinstance(space, recipe.RecipeSpace):
+        raise ValueError("rl over --search_space is not available yet: use --searcher random "
+                         "or evolution")
     if kind == "rl" and config.search.benchmark:
         return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device)
     if kind == "rl":
