@@ -30,7 +30,7 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
         "temperature", "tanh_constant", "entropy_weight", "advantage")},
     **{k: ("trainer", k) for k in (
         "ratio", "dropout", "train_batch_size", "lr_max", "lr_min", "momentum",
-        "weight_decay", "latency_batch", "latency_table")},
+        "weight_decay", "latency_batch", "latency_table", "optimizer", "grad_clip")},
     **{k: ("search", k) for k in (
         "max_time", "log_dir", "resume", "seed", "lookahead", "searcher", "population",
         "sample_size", "early_termination", "tensorboard_dir", "cull_start_epoch",
@@ -53,7 +53,8 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
 CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "data_path", "images_per_class", "num_nodes", "ops", "width", "num_stages", "num_cells",
     "ratio", "dropout", "early_stop", "train_batch_size", "lr_max", "lr_min", "momentum",
-    "weight_decay", "latency_batch", "latency_repeats", "latency_table", "max_flops",
+    "weight_decay", "optimizer", "grad_clip", "latency_batch", "latency_repeats", "latency_table",
+    "max_flops",
     "max_memory_mb", "early_termination", "cull_start_epoch", "trainer_devices",
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
@@ -131,6 +132,10 @@ def _define():
     cf(d.DEFINE_float, "lr_min", "End of the cosine learning-rate schedule.", lower_bound=0)
     cf(d.DEFINE_float, "momentum", "Nesterov momentum.", lower_bound=0, upper_bound=1)
     cf(d.DEFINE_float, "weight_decay", "L2 weight decay.", lower_bound=0)
+    cf(d.DEFINE_enum, "optimizer", list(recipe.OPTIMIZERS), "Training optimizer: sgd (Nesterov "
+       "momentum), adam or rmsprop (a --search_space file may search it).")
+    cf(d.DEFINE_float, "grad_clip", "Clip the gradients' global norm to this (0 = off).",
+       lower_bound=0)
     cf(d.DEFINE_integer, "latency_batch", "Batch size of the latency measurement.", lower_bound=1)
     d.DEFINE_integer("latency_repeats", None, _size_help("Timed runs of the latency "
                      "measurement (after warm-up).", "latency_repeats"), lower_bound=1)

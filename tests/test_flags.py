@@ -58,7 +58,10 @@ def test_flag_defaults_are_the_dataclass_defaults():
     # Every setting comes from exactly one flag or is derived (sizes, ops, preset, devices).
     derived = sized | {("agent", "ops"), ("search", "preset"), ("devices", "agent_device"),
                        ("devices", "trainer_devices"),
-                       ("search", "search_space")}  # the content of the --search_space file
+                       ("search", "search_space"),  # the content of the --search_space file
+                       # the input side: a --search_space "resolution" decision (or
+                       # python -m trainer --resolution) sets it per candidate
+                       ("trainer", "resolution")}
     mapped = list(flags.CONFIG_FLAGS.values())
     assert len(set(mapped)) == len(mapped) and not derived & set(mapped)
     settings = {(s.name, f.name) for s in dataclasses.fields(cfg.Config)
