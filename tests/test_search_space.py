@@ -154,7 +154,6 @@ def test_bad_search_space_file_is_one_line_exit_2(tmp_path, raw, words):
 @pytest.mark.parametrize("args, words", [
     (["--benchmark", "nb201", "--searcher", "random"], "--search_space apply only to the cell"),
     (["--method", "enas"], "apply to multi-trial searches"),
-    (["--evaluator", "toy"], "rl over --search_space is not available yet"),  # default rl
 ])
 def test_search_space_with_what_it_does_not_apply_to_is_refused(tmp_path, args, words):
     r = main_py(["--search_space", os.path.join(EXAMPLES, "scale.json")] + args,

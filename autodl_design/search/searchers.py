@@ -207,14 +207,10 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     kind = config.search.searcher
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
-    if kind == "rl" and isinstance(space, recipe.RecipeSpace):
-        raise ValueError("rl over --search_space is not available yet: use --searcher random "
-                         "or evolution")
     if kind == "rl" and config.search.benchmark:
         return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device)
     if kind == "rl":
-        from autodl_design.recipe import RecipeSpace
-        if isinstance(space, RecipeSpace):
+        if isinstance(space, recipe.RecipeSpace):
             # The controller over the space's own layout (recipe tokens after the
             # cells), with the cell space's settings; its defaults update as RLSearcher.
             from agent.space_searcher import SpaceRLSearcher  # imports Paddle and PARL
