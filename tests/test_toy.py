@@ -84,7 +84,8 @@ def test_a_searched_cell_peaks_on_the_target_op():
 @pytest.mark.parametrize("searcher", ["random", "evolution", "rl"])
 def test_searchers_reach_the_toy_optimum(tmp_path, searcher):
     """Seeds 0, 1 and 2: random search, evolution (population 4, tournament 2) and
-    the controller (rl, its recipe heads after the fixed cell) reach the enumerated optimum of the 18-candidate space within 30 evaluations
+    the controller (rl, its recipe heads after the fixed cell) reach the enumerated
+    optimum of the 18-candidate space within 30 evaluations
     (measured: first reached at evaluation 5, 1 and 15 by random search, 5, 1 and
     12 by evolution)."""
     space = fixed_scale_space()
