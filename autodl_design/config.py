@@ -193,3 +193,13 @@ def default(section: str, name: str) -> Any:
         if f.name == name:
             return f.default
     raise KeyError("unknown %s setting %r" % (section, name))
+
+
+def defaults_dict() -> Dict:
+    """``Config.to_dict()`` of every setting at its dataclass default (the gpu preset's sizes).
+
+    ``--resume`` reads it to accept a setting added after a run started: absent
+    from its config.json and at its default now, it runs as before.
+    """
+    return Config(DataConfig(), AgentConfig(), TrainerConfig(), ConstraintConfig(),
+                  DeviceConfig(), SearchConfig()).to_dict()

@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from autodl_design import config as _config
+
 TRIALS_FILE = "trials.jsonl"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.json"
@@ -523,6 +525,10 @@ def check_resume_config(log_dir: str, config_dict: Any,
       ignore: dotted setting names (or section prefixes) that may differ
         because they do not change results (budget, resume flag, folder).
 
+    A setting added to the project after the run started (absent from its
+    config.json) is accepted at its default (``config.defaults_dict``): new
+    settings default to the behaviour before them.
+
     Raises:
       ValueError: one line naming config.json if it is missing or unreadable,
         or the first differing setting (in sorted order) with both values.
@@ -540,6 +546,7 @@ def check_resume_config(log_dir: str, config_dict: Any,
         raise ValueError("cannot resume: %s is not a JSON object" % path)
     old = _flatten(saved, "", {})
     new = _flatten(json.loads(dumps(config_dict, where="config")), "", {})
+    defaults = _flatten(json.loads(dumps(_config.defaults_dict(), where="config")), "", {})
     missing = object()
 
     def show(v: Any) -> str:
@@ -549,6 +556,8 @@ def check_resume_config(log_dir: str, config_dict: Any,
         if _ignored(key, ignore):
             continue
         a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing and key in defaults and b == defaults[key]:
+            continue  # added after the run started, and at its default
         if (a is missing or b is missing or a != b
                 or isinstance(a, bool) != isinstance(b, bool)):
             raise ValueError("cannot resume %s: setting %s was %s, now %s; use the saved "

@@ -221,3 +221,23 @@ def test_check_resume_config(tmp_path):
     ops.agent.ops = ("conv_1x1",)
     with pytest.raises(ValueError, match="agent.ops"):
         records.check_resume_config(d, ops)
+
+
+def test_resume_accepts_a_setting_added_later_only_at_its_default(tmp_path):
+    """A run saved before a setting existed resumes if the setting is at its default now."""
+    d = str(tmp_path)
+    path = records.write_config(d, make_config())
+    saved = json.load(open(path))
+    del saved["trainer"]["optimizer"], saved["constraints"]["min_accuracy"]
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    records.check_resume_config(d, make_config())
+    adam = make_config()
+    adam.trainer.optimizer = "adam"
+    with pytest.raises(ValueError, match='trainer.optimizer was \\(absent\\), now "adam"'):
+        records.check_resume_config(d, adam)
+    saved["trainer"]["removed_setting"] = 1  # a setting that no longer exists still refuses
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError, match="trainer.removed_setting was 1, now \\(absent\\)"):
+        records.check_resume_config(d, make_config())

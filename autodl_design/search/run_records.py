@@ -124,12 +124,10 @@ class RunRecords:
                               % (self.log_dir, e.strerror)) from None
 
     def _check_resume(self) -> None:
-        saved = self._check_resume_space()
-        # A run started before --search_space and --evaluator existed has neither
-        # setting: it searched the cell with the trainer (checked above / the default).
+        self._check_resume_space()
+        # The search space is checked above (a run started before --search_space
+        # has none); settings added later are accepted at their defaults.
         ignore = records.RESUME_IGNORE + ("search.search_space",)
-        if "evaluator" not in saved and self.config.search.evaluator == "trainer":
-            ignore += ("search.evaluator",)
         try:
             records.check_resume_config(self.log_dir, self.config.to_dict(), ignore)
         except ValueError as e:
