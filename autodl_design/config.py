@@ -20,6 +20,7 @@ _GPU = SIZE_PRESETS["gpu"]  # the dataclass defaults of the size settings
 # a searcher that only repeats itself spends no simulated time.
 BENCHMARK_NUM_MODELS = 10_000
 BENCHMARKS: Tuple[str, ...] = ("nb201",)
+SCHEDULERS: Tuple[str, ...] = ("none", "successive_halving", "hyperband")  # search/schedulers.py
 
 
 @dataclasses.dataclass
@@ -131,6 +132,10 @@ class SearchConfig:
     oneshot_epochs: int = 6      # one-shot: epochs over the training split
     controller_steps: int = 5    # enas: controller steps after every epoch
     arch_learning_rate: float = 3e-3  # darts: Adam learning rate of the architecture
+    # Epoch budgets (autodl_design/search/schedulers.py); the top budget is trainer.early_stop.
+    scheduler: str = "none"      # "none", "successive_halving" or "hyperband"
+    min_epochs: int = 1          # the first rung's epochs
+    eta: int = 3                 # reduction factor: 1/eta promoted, eta x the epochs
 
 
 @dataclasses.dataclass
