@@ -35,6 +35,8 @@ absl_flags.DEFINE_string("bench_out", os.path.join(ROOT, "benchmarks", "results"
                                                    "hyperband.json"), "Where the JSON goes.")
 absl_flags.DEFINE_float("minutes", 20.0, "Wall time of each search.", lower_bound=0.1)
 absl_flags.DEFINE_string("seeds", "0,1", "Seeds (one plain and one hyperband run each).")
+absl_flags.DEFINE_string("keep_logs", "", "Keep each run's log folder here (NAME_sSEED) and "
+                         "write their comparison (report --compare) to KEEP_LOGS/compare.")
 absl_flags.DEFINE_list("bench_schedulers", ["hyperband"], "The schedulers compared with plain "
                        "evaluation (hyperband, successive_halving).")
 
@@ -86,8 +88,10 @@ def main(argv):
         for scheduler in ["none"] + list(F.bench_schedulers):
             cfg = dataclasses.replace(base, search=dataclasses.replace(
                 base.search, seed=seed, scheduler=scheduler))
-            rows.append(summarize("plain" if scheduler == "none" else scheduler, seed,
-                                  run_real_search(cfg), max_epochs))
+            name = "plain" if scheduler == "none" else scheduler
+            keep = os.path.join(F.keep_logs, "%s_s%d" % (name, seed)) if F.keep_logs else ""
+            rows.append(summarize(name, seed, run_real_search(cfg, keep_log_dir=keep),
+                                  max_epochs))
     print()
     print("| run | seed | evaluations | candidates | epochs trained | best val acc "
           "(its epochs) | its test acc | best full-budget val acc |")
@@ -109,6 +113,11 @@ def main(argv):
         print("%s seed %d: %.2fx the candidates of plain, best val acc %s plain's -> target "
               "%s" % (sched["run"], plain["seed"], ratio, ">=" if at_least else "<",
                       "met" if verdicts[-1]["target_met"] else "NOT met"))
+    if F.keep_logs:
+        from autodl_design.search.compare import write_compare
+        folders = [os.path.join(F.keep_logs, "%s_s%d" % (r["run"], r["seed"])) for r in rows]
+        print("comparison: %s" % write_compare(folders, os.path.join(F.keep_logs,
+                                                                     "compare"))[0])
     from autodl_design.records import atomic_write_json
     atomic_write_json(F.bench_out, {
         "command": " ".join(sys.argv), "config": base.to_dict(), "minutes": F.minutes,

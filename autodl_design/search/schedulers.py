@@ -88,7 +88,7 @@ class BracketScheduler:
         self.kind = config.search.scheduler
         self.eta = config.search.eta
         self.epochs = rung_epochs(config.search.min_epochs, config.trainer.early_stop, self.eta)
-        self.log_dir = config.search.log_dir
+        self.log_dir = os.path.abspath(config.search.log_dir)  # workers may have another cwd
         self.space = space
         self.next_bracket = 0
         self.known: Set[Tuple[int, int]] = set()  # (bracket, rung) opened or queued
