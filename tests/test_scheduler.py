@@ -136,3 +136,25 @@ def test_bad_scheduler_flags_one_line_exit_2(tmp_path, args, words):
     assert r.returncode == 2 and words in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "log")
+
+
+def test_a_twin_reuses_only_a_result_of_the_same_epochs(tmp_path):
+    # 2 nodes x 3 ops: few architectures, so evolution proposes many twins
+    config = sched_config(tmp_path / "log", "hyperband", searcher="evolution", num_models=40)
+    config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, num_nodes=2))
+    code, trials, _ = run(config)
+    assert code == 0
+    by = rungs_of(trials)
+    twins = [t for t in trials if t["status"] == "duplicate"]
+    assert twins
+    for t in twins:
+        source = by[int(t["reason"].split("#")[1].split(" ")[0])]
+        assert source["rung"]["epochs"] == t["rung"]["epochs"]
+        assert t["metrics"] == source["metrics"]
+    seen = {}
+    for t in sorted(trials, key=lambda t: t["index"]):
+        if t["rung"]["rung"] == 0 and t["status"] == "ok":  # evaluated again: other epochs
+            for prior in seen.get(t["arch_hash"], []):
+                assert prior["rung"]["epochs"] != t["rung"]["epochs"] or prior["status"] != "ok" \
+                    or prior["rung"]["rung"] > 0
+        seen.setdefault(t["arch_hash"], []).append(t)

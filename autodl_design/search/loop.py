@@ -175,16 +175,21 @@ class Search:
                 elif b.parents is not None:  # a promotion continues its own earlier rung
                     if not self._submit(b, k, h):
                         return
-                elif h in self.records.reusable:
+                elif self._twin(b, h) is not None:
                     b.queue.pop(0)
-                    self._record(outcome.duplicate(b.step, index, candidate,
-                                                   self.records.reusable[h],
+                    self._record(outcome.duplicate(b.step, index, candidate, self._twin(b, h),
                                                    self._rung(b, k)))
                 elif any(f.hash == h for f in self.in_flight.values()):
                     b.queue.pop(0)
                     self.waiting.setdefault(h, []).append((b, k))
                 elif not self._submit(b, k, h):
                     return
+
+    def _twin(self, b: Batch, h: str) -> Optional[Dict]:
+        """The evaluated record whose result a twin in ``b`` reuses (same epochs), or None."""
+        if self.scheduler is None:
+            return self.records.reusable.get(h)
+        return self.scheduler.twin(self.records.state.records, b, h)
 
     def _rung(self, b: Batch, k: int) -> Optional[Dict]:
         return None if self.scheduler is None else self.scheduler.record_rung(b, k)

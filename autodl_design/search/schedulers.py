@@ -30,6 +30,7 @@ from autodl_design.config import SCHEDULERS, Config
 from autodl_design.interfaces import Searcher, SearchSpace
 from autodl_design.search.outcome import learning_reward
 from autodl_design.search.pending import Batch
+from autodl_design.search.run_records import REUSABLE
 
 STATE_DIR = "rungs"
 
@@ -188,6 +189,14 @@ class BracketScheduler:
                                else state_path(self.log_dir, batch.indices[k])),
                 "continue_from": ("" if batch.parents is None
                                   else state_path(self.log_dir, batch.parents[k]))}
+
+    @staticmethod
+    def twin(records: Sequence[Dict], batch: Batch, arch_hash: str) -> Optional[Dict]:
+        """The first evaluated ('ok' or 'infeasible') record of ``arch_hash`` trained for the
+        epochs of ``batch``'s rung, whose result a twin reuses; None if there is none."""
+        epochs = batch.rung["epochs"]
+        return next((r for r in records if r["arch_hash"] == arch_hash
+                     and r["status"] in REUSABLE and r["rung"]["epochs"] == epochs), None)
 
     @staticmethod
     def record_rung(batch: Batch, k: int) -> Optional[Dict]:
