@@ -59,9 +59,8 @@ def read_runs(folders: Sequence[str]) -> List[Run]:
                              % (folder, records.TRIALS_FILE))
         config = report.read_config(folder)
         label = name if names.count(name) == 1 else os.path.normpath(folder)
-        scheduler = getattr(config.search, "scheduler", "none")
         simulated = bool(config.search.benchmark)
-        runs.append(Run(label, folder, config.search.searcher, scheduler, trials,
+        runs.append(Run(label, folder, config.search.searcher, config.search.scheduler, trials,
                         report.elapsed_minutes(trials, simulated), simulated))
     return runs
 
