@@ -20,6 +20,7 @@ _GPU = SIZE_PRESETS["gpu"]  # the dataclass defaults of the size settings
 # a searcher that only repeats itself spends no simulated time.
 BENCHMARK_NUM_MODELS = 10_000
 BENCHMARKS: Tuple[str, ...] = ("nb201",)
+SCHEDULERS: Tuple[str, ...] = ("none", "successive_halving", "hyperband")  # search/schedulers.py
 
 
 @dataclasses.dataclass
@@ -142,6 +143,10 @@ class SearchConfig:
     # the file's parsed content (recipe.space_to_dict), {} = only the cell is searched.
     search_space: Dict[str, Any] = dataclasses.field(default_factory=dict)
     evaluator: str = "trainer"  # "trainer" (train on the data) or "toy" (autodl_design/toy.py)
+    # Epoch budgets (autodl_design/search/schedulers.py); the top budget is trainer.early_stop.
+    scheduler: str = "none"      # "none", "successive_halving" or "hyperband"
+    min_epochs: int = 1          # the first rung's epochs
+    eta: int = 3                 # reduction factor: 1/eta promoted, eta x the epochs
 
 
 @dataclasses.dataclass

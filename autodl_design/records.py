@@ -11,7 +11,8 @@
 * ``RunState`` rebuilds what a resumed search needs from the trial records.
 
 Record fields: those of ``TrialRecord`` (step, index, arch, arch_hash,
-metrics, reward, feasible, status, reason, worker, device, seconds, time).
+metrics, reward, feasible, status, reason, worker, device, seconds, time, and
+``rung`` only with an epoch-budget scheduler).
 """
 import dataclasses
 import hashlib
@@ -31,6 +32,7 @@ TRIALS_FILE = "trials.jsonl"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.json"
 STATUSES = ("ok", "failed", "infeasible", "duplicate")
+OPTIONAL_FIELDS = ("rung",)  # TrialRecord fields written only when set (not None)
 # Settings a resumed run may change: the budget, the folder, and where things run
 # (devices.*, except what changes results: deterministic kernels, retries, timeouts).
 RESUME_IGNORE = ("search.resume", "search.num_models", "search.max_time", "search.log_dir",
@@ -335,6 +337,9 @@ class TrialRecord:
       worker, device: where it ran.
       seconds: wall time of the evaluation (its simulated cost in a --benchmark run).
       time: unix time it finished.
+      rung: with an epoch-budget scheduler, ``{"bracket", "rung", "epochs",
+        "continues"}`` (``continues``: the index whose saved weights it
+        continued from, or None); None (not written) without one.
     """
     step: int
     index: int
@@ -349,6 +354,7 @@ class TrialRecord:
     device: str
     seconds: Optional[float]
     time: float
+    rung: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -367,18 +373,20 @@ class TrialRecord:
         self.feasible = bool(self.feasible)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON-safe dict written to trials.jsonl (fields in declaration order)."""
-        return to_jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+        """The JSON-safe dict written to trials.jsonl (fields in declaration order; no
+        ``rung`` without a scheduler)."""
+        return to_jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                            if f.name not in OPTIONAL_FIELDS or getattr(self, f.name) is not None},
                            "record")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrialRecord":
         """A record from a trials.jsonl line; ValueError naming a missing field."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in names if n not in d and n not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError("trial record %r lacks %s" % (d.get("index"), ", ".join(missing)))
-        return cls(**{n: d[n] for n in names})
+        return cls(**{n: d[n] for n in names if n in d})
 
 
 def make_record(*, step: int, index: int, arch: Any, arch_hash: Optional[str] = None,

@@ -16,8 +16,9 @@ def with_default_data(config):
         config.data, data_path=os.path.abspath(path)))
 
 
-def run_real_search(config, log=lambda line: None):
-    """Runs one search with the real trainers in a temporary log_dir.
+def run_real_search(config, log=lambda line: None, keep_log_dir=""):
+    """Runs one search with the real trainers in a temporary log_dir (``keep_log_dir``: there,
+    kept).
 
     Returns:
       dict: result (SearchResult), records (sorted by index), startup_s
@@ -29,7 +30,7 @@ def run_real_search(config, log=lambda line: None):
     from trainer.evaluate import TrainerEvaluator
     tmp = tempfile.mkdtemp(prefix="bench-")
     config = dataclasses.replace(config, search=dataclasses.replace(
-        config.search, log_dir=os.path.join(tmp, "log"), resume=False))
+        config.search, log_dir=keep_log_dir or os.path.join(tmp, "log"), resume=False))
     pool = make_pool(config, TrainerEvaluator(config.data.data_path, config.to_dict()), log)
     t0 = time.time()
     pool.start()

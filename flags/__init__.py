@@ -46,6 +46,7 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
     "amp": ("trainer", "amp"),
     **{k: ("search", k) for k in ("benchmark", "benchmark_table", "latency_device")},
     "evaluator": ("search", "evaluator"),
+    **{k: ("search", k) for k in ("scheduler", "min_epochs", "eta")},
 }
 
 # Flags of the cell space and its trainer, refused with --benchmark (a table
@@ -59,7 +60,7 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
     "final_epochs", "method", "retrain_top", "oneshot_epochs", "controller_steps",
-    "arch_learning_rate", "search_space", "evaluator")
+    "arch_learning_rate", "search_space", "evaluator", "scheduler", "min_epochs", "eta")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -295,6 +296,7 @@ def _define():
         "--method darts has its own searcher (architecture parameters): leave --searcher "
         "at rl")
     _define_search_space()
+    _define_scheduler(d, cf)
 
 
 def _define_search_space():
@@ -348,6 +350,24 @@ def _search_space_settings(f, search: Dict[str, Any]) -> None:
     except recipe.SearchSpaceError as e:
         raise absl_flags.ValidationError(str(e)) from None
     search["search_space"] = recipe.space_to_dict(decisions, cell)
+
+
+def _define_scheduler(d, cf) -> None:
+    """Flags of the epoch-budget schedulers (autodl_design/search/schedulers.py)."""
+    cf(d.DEFINE_enum, "scheduler", list(cfg.SCHEDULERS), "Epoch budgets per candidate: none "
+       "(every candidate trains --early_stop epochs), successive_halving (start eta^s "
+       "candidates at --min_epochs, promote the best 1/eta to eta x the epochs, up to "
+       "--max_epochs; a promoted candidate continues from its saved weights and optimizer "
+       "state) or hyperband (brackets from that to plain evaluation).")
+    cf(d.DEFINE_integer, "min_epochs", "With --scheduler: epochs of the first rung.",
+       lower_bound=1)
+    cf(d.DEFINE_integer, "eta", "With --scheduler: reduction factor (the best 1/eta of a "
+       "rung are promoted to eta x its epochs).", lower_bound=2)
+    d.DEFINE_alias("max_epochs", "early_stop")
+    d.register_multi_flags_validator(
+        ["scheduler", "method"], lambda f: f["scheduler"] == "none"
+        or f["method"] == "multi_trial", "--scheduler applies to --method multi_trial (which "
+        "trains every candidate); one-shot methods train a supernet: drop --scheduler")
 
 
 def _benchmark_settings(f, search: Dict[str, Any]) -> None:
@@ -494,6 +514,10 @@ def build_config(flag_values=None, num_gpus: Optional[int] = None,
     values["search"]["preset"] = preset
     _benchmark_settings(f, values["search"])
     _search_space_settings(f, values["search"])
+    if f.min_epochs > values["trainer"]["early_stop"]:
+        raise absl_flags.ValidationError(
+            "--min_epochs %d exceeds --max_epochs (= --early_stop) %d: lower --min_epochs or "
+            "raise --max_epochs" % (f.min_epochs, values["trainer"]["early_stop"]))
     return cfg.Config(data=cfg.DataConfig(**values["data"]),
                       agent=cfg.AgentConfig(**values["agent"]),
                       trainer=cfg.TrainerConfig(**values["trainer"]),

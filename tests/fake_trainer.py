@@ -9,12 +9,14 @@ candidate's ops raise MemoryError; 'cuda': they raise a CUDA-style OSError).
 worker's n-th start (1 = first), counted in ``counter_file``.
 """
 import dataclasses
+import json
 import math
 import os
 import signal
 import time
 from typing import Dict, Optional
 
+from autodl_design import records
 from autodl_design.arch import Architecture
 from autodl_design.config import Config
 from autodl_design.devices import device_label
@@ -110,17 +112,29 @@ class FakeEvaluator:
         if fault == "nan":
             return {"status": "failed", "reason": "loss is nan at epoch 1",
                     "val_accuracy": math.nan}
-        # A learning curve that reaches accuracy(a) at the last epoch.
+        # A learning curve that reaches accuracy(a) at the last epoch; with a
+        # scheduler's options, up to options["epochs"], continuing the saved
+        # history of options["continue_from"] and saving to options["save_state"].
         epochs = self._config.trainer.early_stop
+        stop = options.get("epochs", epochs)
         on_epoch = None
         if "cull" in options:
             on_epoch = median_stopper(options["cull"], options["cull_start_epoch"])
         history = []
-        for e in range(1, epochs + 1):
+        if options.get("continue_from"):
+            with open(options["continue_from"]) as f:
+                history = json.load(f)["history"]
+        resumed = len(history)
+        for e in range(resumed + 1, stop + 1):
             history.append(accuracy(a) * (0.5 + 0.5 * e / epochs))
             if on_epoch is not None and not on_epoch(e, history[-1]):
                 break
-        return {"status": "ok", "val_accuracy": history[-1],
-                "test_accuracy": history[-1] - 0.01, "epochs": len(history),
-                "stopped_early": len(history) < epochs, "val_history": history,
-                "seed": seed, "pid": os.getpid()}
+        if options.get("save_state"):
+            records.atomic_write_json(options["save_state"], {"history": history})
+        out = {"status": "ok", "val_accuracy": history[-1],
+               "test_accuracy": history[-1] - 0.01, "epochs": len(history),
+               "stopped_early": len(history) < stop, "val_history": history,
+               "seed": seed, "pid": os.getpid()}
+        if "epochs" in options:
+            out["resumed_at_epoch"] = resumed
+        return out

@@ -50,8 +50,13 @@ def test_make_record_fields_and_json_safety():
 
 def test_trial_record_is_the_one_field_list():
     r = rec(3, reason="why", time=5.0)
-    assert list(r) == [f.name for f in dataclasses.fields(records.TrialRecord)]
+    assert list(r) == [f.name for f in dataclasses.fields(records.TrialRecord)
+                       if f.name not in records.OPTIONAL_FIELDS]
     assert records.TrialRecord.from_dict(r).to_dict() == r
+    rung = {"bracket": 0, "rung": 1, "epochs": 3, "continues": 2}  # with a scheduler
+    with_rung = records.TrialRecord.from_dict(dict(r, rung=rung)).to_dict()
+    assert list(with_rung) == [f.name for f in dataclasses.fields(records.TrialRecord)]
+    assert with_rung["rung"] == rung
     with pytest.raises(ValueError, match="lacks reward"):
         records.TrialRecord.from_dict({k: v for k, v in r.items() if k != "reward"})
     with pytest.raises(ValueError, match="status"):

@@ -96,7 +96,9 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
       context: what ``TrainerEvaluator.setup`` loaded: config, data, device
         and optionally latency_table.
       options: ``options["cull"]`` (per-epoch thresholds) with
-        ``options["cull_start_epoch"]`` turns on the median stopping rule.
+        ``options["cull_start_epoch"]`` turns on the median stopping rule;
+        ``epochs``, ``save_state`` and ``continue_from`` (a scheduler's rung)
+        train part of the schedule (``trainer.continuation``).
 
     Returns:
       The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
@@ -105,6 +107,7 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
       CUDA/cuDNN error while measuring is 'failed' naming it (``evaluate``
       raises ``DeviceFault``). Other exceptions are bugs and propagate.
     """
+    from trainer.continuation import Continuation
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
     data = context["data"]
@@ -124,7 +127,8 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
 
     def train(a):
         return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch,
-                                  amp=config.trainer.amp and context["device"] != "cpu")
+                                  amp=config.trainer.amp and context["device"] != "cpu",
+                                  continuation=Continuation.from_options(options))
 
     try:
         return evaluation.evaluate_candidate(arch, config.constraints, measure, train)

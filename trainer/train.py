@@ -117,7 +117,7 @@ def _fresh_result(result: Dict[str, Any]):
 
 def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
         on_epoch: Optional[Callable[[int, float], bool]] = None,
-        static_graph: bool = False, amp: bool = False
+        static_graph: bool = False, amp: bool = False, continuation=None
         ) -> Tuple[Dict[str, Any], Optional[Network]]:
     """``train_and_evaluate`` that also returns the trained model (None if failed).
 
@@ -134,7 +134,7 @@ def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
         _fresh_result(result)
         try:
             model, train_seconds, train_images = _train_and_measure(arch, config, data, on_epoch,
-                                                                    result)
+                                                                    result, continuation)
         except Diverged as e:
             result.update(status="failed", reason=str(e), val_accuracy=0.0, test_accuracy=0.0)
             model = None
@@ -152,13 +152,15 @@ def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
 
 
 def _train_and_measure(arch: Architecture, config: TrainerConfig, data, on_epoch,
-                       result: Dict[str, Any]) -> Tuple[Network, float, int]:
+                       result: Dict[str, Any], continuation=None
+                       ) -> Tuple[Network, float, int]:
     """Trains, then fills the final validation and test accuracy into ``result``."""
     with warnings.catch_warnings():
         # Paddle warns on every BatchNorm forward in training mode.
         warnings.filterwarnings("ignore", message="When training, we now always track")
         warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
-        model, train_seconds, train_images = _train(arch, config, data, on_epoch, result)
+        model, train_seconds, train_images = _train(arch, config, data, on_epoch, result,
+                                                    continuation)
         # the last epoch's validation (when on_epoch asked for it) is the final one
         result["val_accuracy"] = (result["val_history"][-1] if result["val_history"]
                                   else accuracy(model, data.val_images, data.val_labels))
@@ -282,8 +284,12 @@ def _epoch(model: Network, optimizer, config: TrainerConfig, data, rng: np.rando
 
 
 def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
-           result: Dict[str, Any]) -> Tuple[Network, float, int]:
-    """Trains ``early_stop`` epochs (fewer if ``on_epoch`` says stop); (model, seconds, images)."""
+           result: Dict[str, Any], continuation=None) -> Tuple[Network, float, int]:
+    """Trains ``early_stop`` epochs (fewer if ``on_epoch`` says stop); (model, seconds, images).
+
+    With ``continuation`` (``trainer.continuation.Continuation``): from its
+    saved state, up to its epoch, then saved (``_continue``, ``_save``).
+    """
     seed = result["seed"]
     paddle.seed(seed)
     rng = np.random.default_rng(seed)
@@ -292,7 +298,10 @@ def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
     on_device = _device_split(data, bool(getattr(data, "augment", False)))
     scaler = paddle.amp.GradScaler() if result.get("amp") else None
     step, train_seconds, seen = 0, 0.0, 0
-    for epoch in range(1, config.early_stop + 1):
+    start, stop = 0, config.early_stop
+    if continuation is not None:
+        start, step, stop = _continue(continuation, model, optimizer, rng, result)
+    for epoch in range(start + 1, stop + 1):
         sync(paddle)  # before every clock read: GPU kernels run asynchronously
         t0 = time.perf_counter()
         loss, step, images = _epoch(model, optimizer, config, data, rng, epoch, step,
@@ -310,10 +319,32 @@ def _train(arch: Architecture, config: TrainerConfig, data, on_epoch,
             val = accuracy(model, data.val_images, data.val_labels)
             result["val_history"].append(val)
             keep_going = on_epoch(epoch, val)
-            if keep_going is not None and not keep_going and epoch < config.early_stop:
+            if keep_going is not None and not keep_going and epoch < stop:
                 result["stopped_early"] = True
                 break
+    if continuation is not None and continuation.save_state:
+        _save(continuation, model, optimizer, rng, result, step)
     return model, train_seconds, seen
+
+
+def _continue(continuation, model: Network, optimizer, rng: np.random.Generator,
+              result: Dict[str, Any]) -> Tuple[int, int, int]:
+    """(epoch reached, steps done, epoch to stop at) of a continued candidate, state loaded."""
+    from trainer.continuation import load_state
+    start, step = 0, 0
+    if continuation.continue_from:
+        start, step, history = load_state(continuation.continue_from, model, optimizer, rng)
+        result["val_history"] = history
+    result.update(epochs=start, resumed_at_epoch=start)
+    return start, step, continuation.epochs
+
+
+def _save(continuation, model: Network, optimizer, rng: np.random.Generator,
+          result: Dict[str, Any], step: int) -> None:
+    """Saves the state a promotion of this candidate continues from."""
+    from trainer.continuation import save_state
+    save_state(continuation.save_state, model, optimizer, result["epochs"], step, rng,
+               result["val_history"])
 
 
 def _non_finite_parameter(model: Network) -> str:
@@ -332,7 +363,8 @@ def _num_classes(data) -> int:
 
 def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed: int,
                        on_epoch: Optional[Callable[[int, float], bool]] = None,
-                       static_graph: bool = False, amp: bool = False) -> Dict[str, Any]:
+                       static_graph: bool = False, amp: bool = False,
+                       continuation=None) -> Dict[str, Any]:
     """Trains ``arch`` on the training chunk and measures its accuracies.
 
     Deterministic on CPU for a given ``seed``. Runs on the current Paddle
@@ -359,6 +391,10 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
       amp: train with automatic mixed precision (``paddle.amp.auto_cast`` O1
         and a ``GradScaler``; for GPU devices, the caller decides); the result
         then has ``amp`` True. Evaluation stays float32.
+      continuation: a ``trainer.continuation.Continuation`` (epoch-budget
+        schedulers): train from its saved state up to its epoch of the
+        ``early_stop``-epoch schedule and save the state; the result then
+        has ``resumed_at_epoch``. None: all ``early_stop`` epochs.
 
     Failures: NaN/inf (``Diverged``) and errors of the candidate's own Paddle
     ops (``CandidateError``: building its network, forward, loss, backward,
@@ -377,7 +413,7 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
       ``static_graph`` (whether the compiled program was used).
     """
     result, _ = fit(arch, config, data, seed=seed, on_epoch=on_epoch, static_graph=static_graph,
-                    amp=amp)
+                    amp=amp, continuation=continuation)
     return result
 
 

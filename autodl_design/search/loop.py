@@ -14,7 +14,7 @@ verdict) and learns from completed batches.
 """
 import dataclasses
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from autodl_design import critic
 from autodl_design.config import Config
@@ -25,6 +25,7 @@ from autodl_design.search.clock import make_clock
 from autodl_design.search.pending import Batch, PendingFile
 from autodl_design.search.progress import Progress, SearchResult
 from autodl_design.search.run_records import RunRecords
+from autodl_design.search.schedulers import make_scheduler
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -40,10 +41,12 @@ class InFlight:
       candidate: what is evaluated.
       hash: ``candidate.hash()``.
       step: its batch's controller step.
+      rung: the record's ``rung`` (with an epoch-budget scheduler), else None.
     """
     candidate: Candidate
     hash: str
     step: int
+    rung: Optional[Dict] = None
 
 
 class Search:
@@ -56,6 +59,11 @@ class Search:
         (``autodl_design.search.searchers``).
       pool: the workers (``interfaces.Pool``); started by the caller.
       log: callable for progress lines.
+
+    With ``config.search.scheduler`` set, a ``schedulers.BracketScheduler``
+    decides the batches (a bracket's first rung from the searcher, then its
+    promotions) and each candidate's epochs; the searcher learns only from
+    the batches it proposed.
     """
 
     def __init__(self, config: Config, space: SearchSpace, searcher: Searcher, pool: Pool,
@@ -68,6 +76,7 @@ class Search:
         self.records = RunRecords(config, log)
         self.clock = make_clock(config, self.records)  # wall time, or simulated (benchmark)
         self.pending = PendingFile(config.search.log_dir, space)
+        self.scheduler = make_scheduler(config, space)  # None: every batch from the searcher
         self.progress = Progress(config, self.records, log, self.clock)
         self.batches: List[Batch] = []
         self.in_flight: Dict[int, InFlight] = {}
@@ -86,6 +95,8 @@ class Search:
         self.opened = True
         if self.config.search.resume:
             self.batches = self.pending.restore(self.searcher, self.log)
+        if self.scheduler is not None:
+            self.scheduler.restore(self.records.state.records, self.batches)
 
     def close(self) -> None:
         """Closes the records (idempotent)."""
@@ -137,9 +148,13 @@ class Search:
             if n <= 0:
                 break
             t0 = time.perf_counter()
-            candidates = self.searcher.propose(n)
+            if self.scheduler is None:
+                batch = Batch.open(step, first, self.searcher.propose(n), self.searcher.step)
+            else:
+                batch = self.scheduler.next_batch(self.searcher, self.batches, first,
+                                                  self.config.search.num_models - first)
             self.searcher_seconds += time.perf_counter() - t0
-            self.batches.append(Batch.open(step, first, candidates, self.searcher.step))
+            self.batches.append(batch)
             changed = True
         if changed:
             self.pending.save(self.batches)
@@ -157,23 +172,42 @@ class Search:
                 h = candidate.hash()
                 if index in self.records.state.finished:
                     b.queue.pop(0)
-                elif h in self.records.reusable:
+                elif b.parents is not None:  # a promotion continues its own earlier rung
+                    if not self._submit(b, k, h):
+                        return
+                elif self._twin(b, h) is not None:
                     b.queue.pop(0)
-                    self._record(outcome.duplicate(b.step, index, candidate,
-                                                   self.records.reusable[h]))
+                    self._record(outcome.duplicate(b.step, index, candidate, self._twin(b, h),
+                                                   self._rung(b, k)))
                 elif any(f.hash == h for f in self.in_flight.values()):
                     b.queue.pop(0)
                     self.waiting.setdefault(h, []).append((b, k))
-                else:
-                    free = self.pool.free_workers()
-                    if not free:
-                        return
-                    b.queue.pop(0)
-                    self.pool.submit(free[0], index, candidate.to_dict(),
-                                     candidate_seed(self.config.search.seed, index),
-                                     early_termination.task_options(
-                                         self.config, self.records.state.records, b.step))
-                    self.in_flight[index] = InFlight(candidate, h, b.step)
+                elif not self._submit(b, k, h):
+                    return
+
+    def _twin(self, b: Batch, h: str) -> Optional[Dict]:
+        """The evaluated record whose result a twin in ``b`` reuses (same epochs), or None."""
+        if self.scheduler is None:
+            return self.records.reusable.get(h)
+        return self.scheduler.twin(self.records.state.records, b, h)
+
+    def _rung(self, b: Batch, k: int) -> Optional[Dict]:
+        return None if self.scheduler is None else self.scheduler.record_rung(b, k)
+
+    def _submit(self, b: Batch, k: int, h: str) -> bool:
+        """Sends candidate ``k`` of ``b`` (first in its queue) to a free worker; False if none."""
+        free = self.pool.free_workers()
+        if not free:
+            return False
+        b.queue.pop(0)
+        index, candidate = b.indices[k], b.candidates[k]
+        options = early_termination.task_options(self.config, self.records.state.records, b.step)
+        if self.scheduler is not None:
+            options.update(self.scheduler.options(b, k))
+        self.pool.submit(free[0], index, candidate.to_dict(),
+                         candidate_seed(self.config.search.seed, index), options)
+        self.in_flight[index] = InFlight(candidate, h, b.step, self._rung(b, k))
+        return True
 
     def _collect(self) -> None:
         """Records one finished evaluation, if one arrives within a second."""
@@ -183,7 +217,7 @@ class Search:
         worker, index, metrics = got
         flight = self.in_flight.pop(index)
         self._record(outcome.judge(self.config, flight.step, index, flight.candidate, metrics,
-                                   worker, self.pool.devices[worker]))
+                                   worker, self.pool.devices[worker], flight.rung))
         # Twins that waited for this one: reuse its result or run them.
         for b, k in self.waiting.pop(flight.hash, []):
             b.queue.insert(0, k)
@@ -199,8 +233,10 @@ class Search:
             by_index = {r["index"]: r for r in self.records.state.records}
             done = [by_index[i] for i in batch.indices]
             t0 = time.perf_counter()
-            self.searcher.observe(batch.candidates, [outcome.learning_reward(r) for r in done])
-            self.records.save_checkpoint(self.searcher)
+            if self.scheduler is None or self.scheduler.learned(batch, done):
+                self.searcher.observe(batch.candidates,
+                                      [outcome.learning_reward(r) for r in done])
+                self.records.save_checkpoint(self.searcher)
             self.searcher_seconds += time.perf_counter() - t0
             self.progress.step(batch.step, done)
             self._fill()

@@ -13,7 +13,7 @@ WORKER_ONLY = ("status", "reason", "traceback")  # metrics keys the record keeps
 
 
 def judge(config: Config, step: int, index: int, candidate: Candidate, metrics: Dict,
-          worker: Any, device: str) -> TrialRecord:
+          worker: Any, device: str, rung: Optional[Dict] = None) -> TrialRecord:
     """The record of one evaluation, judged by ``critic.verdict``.
 
     Args:
@@ -25,6 +25,7 @@ def judge(config: Config, step: int, index: int, candidate: Candidate, metrics: 
       metrics: the evaluator's result (``status`` required, see
         ``interfaces.Evaluator.evaluate``).
       worker, device: where it ran.
+      rung: the record's ``rung`` (epoch-budget schedulers), else None.
 
     Returns:
       The TrialRecord (not yet written).
@@ -37,17 +38,18 @@ def judge(config: Config, step: int, index: int, candidate: Candidate, metrics: 
         step=step, index=index, arch=candidate.to_dict(), arch_hash=candidate.hash(),
         metrics={k: x for k, x in metrics.items() if k not in WORKER_ONLY}, reward=v.reward,
         feasible=v.feasible, status=v.status, reason=reason, worker=worker, device=device,
-        seconds=metrics.get("seconds"), time=time.time())
+        seconds=metrics.get("seconds"), time=time.time(), rung=rung)
 
 
-def duplicate(step: int, index: int, candidate: Candidate, source: Dict) -> TrialRecord:
+def duplicate(step: int, index: int, candidate: Candidate, source: Dict,
+              rung: Optional[Dict] = None) -> TrialRecord:
     """The record of a candidate equal to the evaluated ``source``, reusing its result."""
     return TrialRecord(
         step=step, index=index, arch=candidate.to_dict(), arch_hash=source["arch_hash"],
         metrics=source["metrics"], reward=source["reward"], feasible=source["feasible"],
         status="duplicate", reason="same architecture as #%d (%s); result reused"
         % (source["index"], source["status"]), worker=None, device="", seconds=0.0,
-        time=time.time())
+        time=time.time(), rung=rung)
 
 
 def learning_reward(record: Dict) -> Optional[float]:

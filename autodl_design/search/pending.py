@@ -2,7 +2,7 @@
 import dataclasses
 import json
 import os
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional
 
 from autodl_design import records
 from autodl_design.interfaces import Candidate, SearchSpace, Searcher
@@ -19,20 +19,36 @@ class Batch:
       candidates: the proposed candidates, in proposal order.
       proposed_at: the searcher's step when it was proposed.
       queue: positions (into ``candidates``) not yet dispatched, in order.
+      rung: with an epoch-budget scheduler, the rung's ``{"bracket", "rung",
+        "epochs", "last"}`` (``autodl_design.search.schedulers``); else None.
+      parents: a promotion's indices whose saved weights each candidate
+        continues from (None for batches the searcher proposed).
     """
     step: int
     indices: List[int]
     candidates: List[Candidate]
     proposed_at: int
     queue: List[int]
+    rung: Optional[Dict] = None
+    parents: Optional[List[int]] = None
 
     @classmethod
     def open(cls, step: int, first: int, candidates: List[Candidate],
-             proposed_at: int) -> "Batch":
+             proposed_at: int, rung: Optional[Dict] = None,
+             parents: Optional[List[int]] = None) -> "Batch":
         """A batch whose candidates get indices first, first + 1, ... and are all queued."""
         n = len(candidates)
         return cls(step=step, indices=[first + k for k in range(n)],
-                   candidates=list(candidates), proposed_at=proposed_at, queue=list(range(n)))
+                   candidates=list(candidates), proposed_at=proposed_at, queue=list(range(n)),
+                   rung=rung, parents=parents)
+
+    def to_json(self) -> Dict:
+        """The batch as saved in pending.json (``rung``/``parents`` only when set)."""
+        d = {"step": self.step, "first_index": self.indices[0], "proposed_at": self.proposed_at,
+             "archs": [c.to_dict() for c in self.candidates]}
+        if self.rung is not None:
+            d.update(rung=self.rung, parents=self.parents)
+        return d
 
 
 class PendingFile:
@@ -54,9 +70,7 @@ class PendingFile:
           SearchError: the file system refused the write (disk full).
         """
         try:
-            records.atomic_write_json(self.path, {"batches": [
-                {"step": b.step, "first_index": b.indices[0], "proposed_at": b.proposed_at,
-                 "archs": [c.to_dict() for c in b.candidates]} for b in batches]})
+            records.atomic_write_json(self.path, {"batches": [b.to_json() for b in batches]})
         except OSError as e:
             raise disk_error("the open batches", self.path, e) from None
 
@@ -75,13 +89,15 @@ class PendingFile:
         step = searcher.step
         batches = []
         for b in saved:
-            if b["step"] < step:
+            promotion = b.get("parents") is not None  # a scheduler's; never learned from
+            if b["step"] < step and not promotion:
                 continue  # learned from before the checkpoint
             recorded = [self.space.from_dict(d) for d in b["archs"]]
-            if b["proposed_at"] >= step:
+            if b["proposed_at"] >= step and not promotion:
                 again = searcher.propose(len(recorded))
                 if [c.hash() for c in again] != [c.hash() for c in recorded]:
                     log("warning: the resumed searcher proposed a different batch for step %d "
                         "than the stopped run; continuing with the recorded batch" % b["step"])
-            batches.append(Batch.open(b["step"], b["first_index"], recorded, b["proposed_at"]))
+            batches.append(Batch.open(b["step"], b["first_index"], recorded, b["proposed_at"],
+                                      b.get("rung"), b.get("parents")))
         return batches

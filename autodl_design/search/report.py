@@ -1,7 +1,8 @@
 """Readable results of a search: PNG plots, cell drawings and a Markdown summary.
 
 Usage: ``python -m autodl_design.search.report DIR`` or ``... --log_dir DIR`` (also run at the end
-of every search). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
+of every search); ``... --compare DIR DIR ... [--out FOLDER]`` compares searches
+(``autodl_design.search.compare``). Reads ``DIR/trials.jsonl`` and ``DIR/config.json``; writes
 ``DIR/report/``:
 
 * ``progress.png``: reward and validation accuracy per evaluation with the
@@ -428,8 +429,32 @@ def _latency_source(trials: List[Dict]) -> str:
     return ", ".join(sources) if sources else "n/a"
 
 
+def compare_main(args: Sequence[str]) -> int:
+    """``... report --compare DIR DIR ... [--out FOLDER]``: several searches in one PNG and table.
+
+    Returns:
+      0, or 2 after one ``error:`` line for a folder that holds no search.
+    """
+    from autodl_design.search import compare
+    try:
+        path, lines = compare.write_compare(*compare.parse_args(args))
+    except (ValueError, OSError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    print("comparison written: %s" % path)
+    return 0
+
+
 def main(argv=None) -> int:
-    """``python -m autodl_design.search.report [--log_dir] LOG_DIR``: (re)writes the report."""
+    """``python -m autodl_design.search.report [--log_dir] LOG_DIR``: (re)writes the report.
+
+    ``--compare DIR DIR ... [--out FOLDER]`` (first) compares searches instead
+    (``autodl_design.search.compare``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] == ["--compare"]:
+        return compare_main(argv[2:])
     from absl import app
     import flags  # the project's flags; --log_dir names the search folder
 
@@ -448,4 +473,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
