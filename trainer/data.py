@@ -303,6 +303,8 @@ def at_resolution(data, config):
         larger than the images (``trainer.walk.input_shape``).
     """
     from trainer.walk import input_shape
+    if not config.resolution:
+        return data
     shape = tuple(int(s) for s in data.train_images.shape[1:])
     want = input_shape(config, shape)
     if want == shape:

@@ -76,9 +76,11 @@ def input_shape(config: TrainerConfig, image_shape: Sequence[int]) -> Tuple[int,
       SearchSpaceError: r is below ``MIN_RESOLUTION`` or larger than H or W
         (images are only ever shrunk).
     """
-    c, h, w = (int(s) for s in image_shape)
     r = int(config.resolution)
-    if r == 0 or (h, w) == (r, r):
+    if r == 0:
+        return tuple(int(s) for s in image_shape)
+    c, h, w = (int(s) for s in image_shape)
+    if (h, w) == (r, r):
         return c, h, w
     if r < MIN_RESOLUTION or r > min(h, w):
         raise SearchSpaceError("resolution %d is not usable with %dx%d images: give a side "
