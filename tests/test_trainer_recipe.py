@@ -191,7 +191,11 @@ def test_evaluate_trains_the_candidates_recipe():
     expected = train.train_and_evaluate(chain(), scaled, random_data(side=12), seed=0)
     assert m["train_loss"] == expected["train_loss"]
     assert m["val_accuracy"] == expected["val_accuracy"]
+    assert m["trainer_settings"] == {
+        "width": 2, "num_cells": 2, "resolution": 8, "lr_max": 0.01, "weight_decay": 1e-4,
+        "optimizer": "adam", "train_batch_size": 32, "grad_clip": 1.0, "dropout": 0.2}
     plain = evaluate.evaluate_candidate(chain().to_dict(), 0, 0, context(), {})
+    assert "trainer_settings" not in plain     # a cell-only candidate's record is as before
     assert plain["params"] == metrics.count(chain(), TINY, (1, 12, 12), CLASSES)["params"]
     assert plain["params"] > m["params"] and plain["flops"] > m["flops"]
 

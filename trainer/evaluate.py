@@ -110,7 +110,8 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         ``options["cull_start_epoch"]`` turns on the median stopping rule.
 
     Returns:
-      The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
+      The metrics (see ``autodl_design.evaluation.evaluate_candidate``; a
+      recipe candidate's also have ``trainer_settings``, see ``effective_settings``); a
       candidate too large for memory is status 'failed' with a reason naming
       MemoryError (``TrainerEvaluator.evaluate`` makes it infeasible), a
       CUDA/cuDNN error while measuring is 'failed' naming it (``evaluate``
@@ -139,7 +140,10 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
                                   amp=trainer_config.amp and context["device"] != "cpu")
 
     try:
-        return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+        metrics = evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+        if recipe.values:
+            metrics["trainer_settings"] = effective_settings(trainer_config, data.image_shape)
+        return metrics
     except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
         return {"status": "failed", "reason": "MemoryError: %s" % " ".join(str(e).split())}
     except (OSError, SystemError) as e:  # Paddle's External/Fatal errors while measuring
@@ -147,6 +151,20 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
             raise
         return {"status": "failed", "reason": "%s: %s" % (type(e).__name__,
                                                           " ".join(str(e).split())[:600])}
+
+
+def effective_settings(trainer_config: TrainerConfig, image_shape) -> Dict[str, Any]:
+    """The trainer settings a recipe candidate ran with (its record's ``trainer_settings``).
+
+    ``resolution`` is the input side actually used (the images' own when the
+    recipe has none).
+    """
+    from trainer.walk import input_shape
+    keys = ("width", "num_cells", "lr_max", "weight_decay", "optimizer", "train_batch_size",
+            "grad_clip", "dropout")
+    out = {k: getattr(trainer_config, k) for k in keys}
+    out["resolution"] = int(input_shape(trainer_config, image_shape)[1])
+    return out
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,
