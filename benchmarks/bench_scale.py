@@ -55,8 +55,12 @@ absl_flags.DEFINE_string("table", os.path.join(RESULTS, "scale_table.json"),
                          "Latency table of this CPU over the grid (profiled if missing).")
 absl_flags.DEFINE_float("bound_quantile", 0.5, "The latency bound: this quantile of the grid's "
                         "predicted latencies.")
-absl_flags.DEFINE_integer("evaluations", 8, "Evaluations of each scale search.", lower_bound=1)
-absl_flags.DEFINE_integer("search_seeds", 5, "Random-search seeds 0..n-1.", lower_bound=1)
+absl_flags.DEFINE_list("evaluations", ["4", "8", "12"], "Budgets (evaluations) of the scale "
+                      "searches; the table shows the first >= 8.")
+absl_flags.DEFINE_integer("search_seeds", 20, "Search seeds 0..n-1 per method and budget.",
+                          lower_bound=1)
+absl_flags.DEFINE_boolean("reuse_grid", False, "Reuse the grid of an earlier --bench_out with "
+                          "the same settings instead of training it again.")
 absl_flags.DEFINE_integer("bench_threads", 1, "CPU threads of the evaluator.", lower_bound=1)
 
 
@@ -114,6 +118,16 @@ def evolution(space, rng, n, score_of, population=4, sample=2):
 SEARCHES = {"random": random_search, "evolution": evolution}
 
 
+def reused_grid(path, config, bound):
+    """The grid of an earlier run in ``path`` if its trainer settings and bound are these."""
+    with open(path) as f:
+        old = json.load(f)
+    if old["trainer"] != json.loads(json.dumps(dataclasses.asdict(config.trainer))) or (
+            old["latency_bound_ms"] != bound):
+        raise SystemExit("--reuse_grid: %s was made with other settings" % path)
+    return {json.dumps(g["recipe"], sort_keys=True): g for g in old["grid"]}
+
+
 def key(recipe):
     return json.dumps(recipe.to_dict(), sort_keys=True)
 
@@ -158,9 +172,13 @@ def main(argv):
         return evaluator.evaluate(cand, index, seed, {})
 
     grid = {}
+    if absl_flags.FLAGS.reuse_grid:
+        grid = reused_grid(absl_flags.FLAGS.bench_out, config, bound)
     print("latency bound %.3f ms (quantile %.2f of the grid's predictions)"
           % (bound, absl_flags.FLAGS.bound_quantile), flush=True)
     for i, r in enumerate(points):
+        if key(r) in grid:
+            continue
         m = evaluate(r, i)
         grid[key(r)] = dict(m, recipe=r.to_dict())
         print("  %2d %-50s %-10s val %.4f  %.0f s" % (
@@ -171,19 +189,21 @@ def main(argv):
 
     searches = []
     space = RecipeSpace(None, decisions, fixed_cell=arch)
-    for method, s in itertools.product(("random", "evolution"),
-                                       range(absl_flags.FLAGS.search_seeds)):
+    budgets = [int(b) for b in absl_flags.FLAGS.evaluations]
+    for method, budget, s in itertools.product(SEARCHES, budgets,
+                                               range(absl_flags.FLAGS.search_seeds)):
         rng = np.random.default_rng(s)
-        draws = SEARCHES[method](space, rng, absl_flags.FLAGS.evaluations,
-                                 lambda c: score(grid[key(c.recipe)]))
+        draws = SEARCHES[method](space, rng, budget, lambda c: score(grid[key(c.recipe)]))
         found = [grid[key(r)] for r in draws]
         ok = [g for g in found if g["status"] == "ok"]
         best = max(ok, key=lambda g: g["val_accuracy"]) if ok else None
-        searches.append({"method": method, "search_seed": s, "draws": [r.to_dict() for r in draws],
+        searches.append({"method": method, "evaluations": budget, "search_seed": s,
+                         "draws": [r.to_dict() for r in draws],
                          "distinct": len({key(r) for r in draws}),
                          "best": best["recipe"] if best else None,
                          "best_val_accuracy": best["val_accuracy"] if best else None,
-                         "gap_points": (100 * (best_grid["val_accuracy"] - best["val_accuracy"])
+                         "gap_points": (round(100 * (best_grid["val_accuracy"]
+                                                     - best["val_accuracy"]), 6)
                                         if best else None)})
     # the search's evaluations are the grid's: prove it on seed 0's best (retrained now)
     check_recipe = searches[0]["best"] or searches[0]["draws"][0]
@@ -206,18 +226,25 @@ def main(argv):
     print("\ngrid (exhaustive, %d points, %d feasible, %d trained): best feasible val %.4f at %s"
           % (len(points), len(feasible), len(feasible), best_grid["val_accuracy"],
              key(Recipe.from_dict(best_grid["recipe"]))))
+    shown = next((b for b in budgets if b >= 8), budgets[-1])
     for s in searches:
-        print("%-9s seed %d (%d evaluations, %d distinct): best val %s at %s, gap %s "
-              "points" % (s["method"], s["search_seed"], absl_flags.FLAGS.evaluations,
-                          s["distinct"],
-                          "%.4f" % s["best_val_accuracy"] if s["best"] else "-",
-                          json.dumps(s["best"], sort_keys=True),
-                          "%.2f" % s["gap_points"] if s["best"] else "-"))
-    within = {m: sum(s["gap_points"] is not None and s["gap_points"] <= 1.0
-                     for s in searches if s["method"] == m) for m in SEARCHES}
-    for m in SEARCHES:
-        print("%s: within 1 point of the grid's best in %d of %d search seeds"
-              % (m, within[m], absl_flags.FLAGS.search_seeds))
+        if s["evaluations"] == shown and s["search_seed"] < 5:
+            print("%-9s seed %d (%d evaluations, %d distinct): best val %s at %s, gap %s points"
+                  % (s["method"], s["search_seed"], shown, s["distinct"],
+                     "%.4f" % s["best_val_accuracy"] if s["best"] else "-",
+                     json.dumps(s["best"], sort_keys=True),
+                     "%.2f" % s["gap_points"] if s["best"] else "-"))
+    summary = []
+    print("\n%-9s %-11s %-28s %-15s" % ("search", "evaluations", "within 1 point of the grid",
+                                         "mean gap (pts)"))
+    for m, b in itertools.product(SEARCHES, budgets):
+        runs = [s for s in searches if s["method"] == m and s["evaluations"] == b]
+        gaps = [s["gap_points"] if s["best"] else 100.0 for s in runs]
+        within = sum(g <= 1.0 for g in gaps)
+        summary.append({"method": m, "evaluations": b, "seeds": len(runs),
+                        "within_1_point": within, "mean_gap_points": float(np.mean(gaps))})
+        print("%-9s %-11d %2d of %-2d search seeds %-7s %.2f"
+              % (m, b, within, len(runs), "", float(np.mean(gaps))))
     print("retrained check (the search's evaluations are the grid's): identical %s" % same)
     out = {"benchmark": "scale", "time": time.strftime("%Y-%m-%d %H:%M:%S"),
            "grid_space": GRID, "arch": os.path.relpath(absl_flags.FLAGS.arch, ROOT),
@@ -226,8 +253,7 @@ def main(argv):
            "profile_seconds": profile_s, "latency_bound_ms": bound,
            "bound_quantile": absl_flags.FLAGS.bound_quantile, "training_seed": seed,
            "grid": [grid[key(r)] for r in points], "grid_best": best_grid,
-           "searches": searches, "evaluations": absl_flags.FLAGS.evaluations,
-           "within_1_point": sum(within), "retrain_identical": same,
+           "searches": searches, "summary": summary, "retrain_identical": same,
            "search_method": "random search and regularized evolution (population 4, "
                             "tournament 2) over the grid in this script (same evaluator and "
                             "training seed as the grid; the driver's --search_space is not on "
