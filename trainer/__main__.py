@@ -1,5 +1,11 @@
 """Trains and measures one architecture: python -m trainer --arch ARCH.json [--epochs E].
 
+``ARCH.json`` may be a candidate of a recipe search (e.g. its ``best.json``):
+its ``"recipe"`` (scale and training settings) is trained exactly;
+``--width_mult W --depth D --resolution R`` replace or add those scale
+decisions (the width multiplies ``--width``, the depth is cells per stage,
+the resolution the input side in pixels; images are resized).
+
 Prints the model outline, trains on the dataset (``--data_path``, default the
 embedded Fashion-MNIST set) and prints validation and test accuracy,
 parameters, FLOPs, latency and memory as a table. ``--export DIR`` saves the
@@ -25,6 +31,11 @@ absl_flags.DEFINE_string("export", "", "Folder to save the trained model for inf
                          "(paddle.jit.save), as ONNX and as standalone model.py; must not exist or "
                          "be empty.")
 
+absl_flags.DEFINE_float("width_mult", None, "Scale: multiplies --width (replaces the recipe's).")
+absl_flags.DEFINE_integer("depth", None, "Scale: cells per stage (replaces the recipe's).")
+absl_flags.DEFINE_integer("resolution", None, "Scale: input side in pixels, from 8 to the images' "
+                          "side; images are resized (replaces the recipe's).")
+
 FLAGS = absl_flags.FLAGS
 
 
@@ -41,8 +52,10 @@ def main(argv):
                      "--arch examples/baseline.json")
     from trainer import single
     from trainer.data import DatasetError
+    scale = {"width_mult": FLAGS.width_mult, "depth": FLAGS.depth,
+             "resolution": FLAGS.resolution}
     try:
-        arch = single.load_arch(FLAGS.arch, FLAGS.export)
+        arch, recipe = single.load_candidate(FLAGS.arch, FLAGS.export, scale)
     except ValueError as e:
         return _fail(e)
     config = flags.build_config()
@@ -52,9 +65,11 @@ def main(argv):
         return _fail(e)
     try:
         single.run(arch, FLAGS.arch, config, data, data_path, seed=FLAGS.seed,
-                   epochs=FLAGS.epochs, export_to=FLAGS.export)
+                   epochs=FLAGS.epochs, export_to=FLAGS.export, recipe=recipe)
     except single.Failed as e:
         return _fail(e, 1)
+    except single.BadInput as e:  # the resolution does not fit the images or the table
+        return _fail(e)
     return 0
 
 

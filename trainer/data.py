@@ -15,6 +15,7 @@ each class in all chunks together; each chunk gets ``1 / num_chunks`` of them
 Only numpy is imported here (Pillow only when an image folder is read); the
 trainer gets the whole set in memory from ``load_dataset``.
 """
+import copy
 import dataclasses
 import gzip
 import io
@@ -254,6 +255,65 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, pad: int = 4) ->
     windows = sliding_window_view(padded, (h, w), axis=(2, 3))  # [n, c, 2p+1, 2p+1, h, w]
     out = windows[np.arange(n), :, offsets[:, 0], offsets[:, 1]]  # [n, c, h, w], a copy
     out[flips] = out[flips, :, :, ::-1]
+    return out
+
+
+def _axis_weights(size: int, side: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i1, t) of bilinear resampling ``size`` -> ``side`` (half-pixel centres, clamped)."""
+    src = (np.arange(side, dtype=np.float64) + 0.5) * (size / side) - 0.5
+    src = np.clip(src, 0.0, size - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_images(images: np.ndarray, side: int) -> np.ndarray:
+    """Bilinear resize of float32 [N, C, H, W] images to [N, C, side, side].
+
+    The same sampling as ``paddle.nn.functional.interpolate(mode="bilinear",
+    align_corners=False)``: output pixel centres map to ``(i + 0.5) H / side
+    - 0.5`` in the input, clamped to the border. Linear, so it commutes with
+    the per-channel normalisation of the stored images.
+    """
+    n, c, h, w = images.shape
+    if (h, w) == (side, side):
+        return images
+    i0, i1, t = _axis_weights(h, side)
+    x = images[:, :, i0, :] * (1 - t)[:, None] + images[:, :, i1, :] * t[:, None]
+    j0, j1, u = _axis_weights(w, side)
+    x = x[:, :, :, j0] * (1 - u) + x[:, :, :, j1] * u
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def at_resolution(data, config):
+    """``data`` as the network of ``config`` sees it: every split resized to its resolution.
+
+    Args:
+      data: a dataset (``train_images``, ``val_images``, ``test_images``
+        float32 [N, C, H, W], and the labels; see ``trainer.train``).
+      config: a ``TrainerConfig``; ``resolution`` 0 (or the images' side)
+        returns ``data`` itself.
+
+    Returns:
+      A shallow copy with the three image arrays resized (``resize_images``)
+      and ``image_shape`` set to (C, r, r); the dataset on disk is unchanged.
+
+    Raises:
+      autodl_design.recipe.SearchSpaceError: the resolution is below 8 or
+        larger than the images (``trainer.walk.input_shape``).
+    """
+    from trainer.walk import input_shape
+    if not config.resolution:
+        return data
+    shape = tuple(int(s) for s in data.train_images.shape[1:])
+    want = input_shape(config, shape)
+    if want == shape:
+        return data
+    out = copy.copy(data)
+    for split in ("train", "val", "test"):
+        setattr(out, split + "_images", resize_images(getattr(data, split + "_images"), want[1]))
+    if hasattr(data, "image_shape"):
+        out.image_shape = want
     return out
 
 

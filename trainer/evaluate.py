@@ -7,7 +7,7 @@ worker and ``evaluate`` per candidate; ``tests/fake_trainer.py`` has a cheap
 ``FakeEvaluator`` with the same interface.
 """
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from autodl_design import critic, evaluation
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import Config, TrainerConfig
 from autodl_design.evaluation import WorkerSetupError
+from autodl_design.interfaces import Decision
+from autodl_design.recipe import (SCALE_DECISIONS, Recipe, SearchSpaceError, check_resolutions,
+                                  split_candidate)
 
 
 @dataclasses.dataclass
@@ -89,8 +92,16 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
                        options: Dict) -> Dict:
     """Cheap metrics, the constraint check, then (if worth it) training.
 
+    The candidate is read with ``autodl_design.recipe.split_candidate``: its
+    recipe (none for a cell-only search) gives the trainer settings
+    (``Recipe.apply(config.trainer)``: width, cells per stage, resolution,
+    learning rate, weight decay, optimizer, batch size, gradient clip,
+    dropout), so the cheap metrics before training (params, FLOPs, latency,
+    memory) and the training are at the candidate's own scale and recipe.
+
     Args:
-      arch_dict: the candidate's ``Architecture.to_dict()``.
+      arch_dict: the candidate's JSON form (``Architecture.to_dict()``, plus
+        ``"recipe"`` in a search over a search-space file).
       index: its evaluation index.
       seed: the training seed.
       context: what ``TrainerEvaluator.setup`` loaded: config, data, device
@@ -101,7 +112,8 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         train part of the schedule (``trainer.continuation``).
 
     Returns:
-      The metrics (see ``autodl_design.evaluation.evaluate_candidate``); a
+      The metrics (see ``autodl_design.evaluation.evaluate_candidate``; a
+      recipe candidate's also have ``trainer_settings``, see ``effective_settings``); a
       candidate too large for memory is status 'failed' with a reason naming
       MemoryError (``TrainerEvaluator.evaluate`` makes it infeasible), a
       CUDA/cuDNN error while measuring is 'failed' naming it (``evaluate``
@@ -111,14 +123,15 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
     from trainer.train import train_and_evaluate
     config: Config = context["config"]
     data = context["data"]
-    arch = Architecture.from_dict(arch_dict)
+    arch, recipe = split_candidate(arch_dict)
+    trainer_config = recipe.apply(config.trainer)
 
     table = context.get("latency_table")
 
     def measure(a):
         from autodl_design.devices import device_label, measuring
         with measuring(context["device"]):  # one worker at a time per GPU
-            return hardware_metrics(a, config.trainer, data.image_shape, data.num_classes,
+            return hardware_metrics(a, trainer_config, data.image_shape, data.num_classes,
                                     table, device_label(context["device"]))
 
     on_epoch = None
@@ -126,12 +139,15 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
         on_epoch = evaluation.median_stopper(options["cull"], options["cull_start_epoch"])
 
     def train(a):
-        return train_and_evaluate(a, config.trainer, data, seed=seed, on_epoch=on_epoch,
-                                  amp=config.trainer.amp and context["device"] != "cpu",
+        return train_and_evaluate(a, trainer_config, data, seed=seed, on_epoch=on_epoch,
+                                  amp=trainer_config.amp and context["device"] != "cpu",
                                   continuation=Continuation.from_options(options))
 
     try:
-        return evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+        metrics = evaluation.evaluate_candidate(arch, config.constraints, measure, train)
+        if recipe.values:
+            metrics["trainer_settings"] = effective_settings(trainer_config, data.image_shape)
+        return metrics
     except MemoryError as e:  # the candidate's network does not fit (e.g. measuring latency)
         return {"status": "failed", "reason": "MemoryError: %s" % " ".join(str(e).split())}
     except (OSError, SystemError) as e:  # Paddle's External/Fatal errors while measuring
@@ -139,6 +155,20 @@ def evaluate_candidate(arch_dict: Dict, index: int, seed: int, context: Dict,
             raise
         return {"status": "failed", "reason": "%s: %s" % (type(e).__name__,
                                                           " ".join(str(e).split())[:600])}
+
+
+def effective_settings(trainer_config: TrainerConfig, image_shape) -> Dict[str, Any]:
+    """The trainer settings a recipe candidate ran with (its record's ``trainer_settings``).
+
+    ``resolution`` is the input side actually used (the images' own when the
+    recipe has none).
+    """
+    from trainer.walk import input_shape
+    keys = ("width", "num_cells", "lr_max", "weight_decay", "optimizer", "train_batch_size",
+            "grad_clip", "dropout")
+    out = {k: getattr(trainer_config, k) for k in keys}
+    out["resolution"] = int(input_shape(trainer_config, image_shape)[1])
+    return out
 
 
 def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_shape,
@@ -166,41 +196,62 @@ def hardware_metrics(arch: Architecture, trainer_config: TrainerConfig, image_sh
     return out
 
 
-def smallest_counts(config: Config, image_shape, num_classes: int) -> Dict[str, float]:
+def smallest_scale(trainer_config: TrainerConfig, decisions: Sequence[Decision] = ()
+                   ) -> TrainerConfig:
+    """``trainer_config`` at the smallest width_mult, depth and resolution of ``decisions``.
+
+    Params grow with width and depth, FLOPs with those and the resolution, so
+    no scale of the space has fewer of either.
+    """
+    small = tuple((d.name, min(d.choices)) for d in decisions if d.name in SCALE_DECISIONS)
+    return Recipe(small).apply(trainer_config)
+
+
+def smallest_counts(config: Config, image_shape, num_classes: int,
+                    decisions: Sequence[Decision] = ()) -> Dict[str, float]:
     """Params and FLOPs of the cheapest network the search space can produce.
 
     Every cell has at least one source node (a 1x1 compression) and one output
     node, and every node runs an op: a chain of the cheapest op has exactly
-    one of each, so no architecture has fewer parameters or FLOPs.
+    one of each, so no architecture has fewer parameters or FLOPs. With a
+    search-space file's ``decisions``, at its smallest scale (``smallest_scale``).
     """
     from trainer.metrics import count
+    trainer_config = smallest_scale(config.trainer, decisions)
     n = config.agent.num_nodes
     chain = np.eye(n, k=1, dtype=np.int8)
     best = {"params": float("inf"), "flops": float("inf")}
     for op in config.agent.ops:
         cell = Cell([op] * n, chain)
-        c = count(Architecture(cell, cell), config.trainer, image_shape, num_classes)
+        c = count(Architecture(cell, cell), trainer_config, image_shape, num_classes)
         best = {k: min(best[k], float(c[k])) for k in best}
     return best
 
 
-def unsatisfiable(config: Config, manifest: Dict) -> Optional[str]:
+def unsatisfiable(config: Config, manifest: Dict,
+                  decisions: Sequence[Decision] = ()) -> Optional[str]:
     """A one-line message if the search cannot run as configured, else None.
 
     Problems: a params/FLOPs bound below every architecture; with
     ``config.trainer.latency_table``, a table that cannot be read, was made
-    for other network settings, or lacks a block of the search space.
+    for other network settings, or lacks a block of the search space. With a
+    search-space file's ``decisions`` (``recipe.parse_decisions``): a
+    resolution larger than the images, and the table must cover every scale.
     """
     h, w, c = manifest["image_shape_hwc"]
+    try:
+        check_resolutions(decisions, min(h, w))
+    except SearchSpaceError as e:
+        return str(e)
     if config.trainer.latency_table:
         from trainer.latency_table import LatencyTable
         try:
             LatencyTable.load(config.trainer.latency_table).check_space(
                 config.trainer, config.agent.ops, config.agent.num_nodes, (c, h, w),
-                len(manifest["class_names"]))
+                len(manifest["class_names"]), decisions)
         except ValueError as e:
             return " ".join(str(e).split())
-    lower = smallest_counts(config, (c, h, w), len(manifest["class_names"]))
+    lower = smallest_counts(config, (c, h, w), len(manifest["class_names"]), decisions)
     problem = critic.check_satisfiable(config.constraints, lower)
     if problem:
         return problem + " (--width/--num_stages/--num_cells/--ratio)"

@@ -19,6 +19,11 @@ occurs in several places of the network is measured once):
   (no concatenation for k = 1);
 * ``head``: BN-ReLU -> global average pool -> (dropout) -> fully connected.
 
+A table made with ``--search_space FILE.json`` covers every scale of that
+file (``scale_configs``: each combination of its width_mult, depth,
+resolution and dropout choices; ``settings["scales"]``); predicting a network
+at a scale it lacks raises ``MissingEntry`` naming the scale.
+
 Latency prediction: ``scale * sum(block medians) + offset_ms``, with
 ``scale``/``offset_ms`` measured by the profiler on whole networks (see
 docs/latency_table.md). Memory prediction: the parameters of every block +
@@ -31,23 +36,31 @@ walk ``trainer.network`` builds and ``trainer.metrics.count`` counts.
 """
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from autodl_design.arch import Architecture
+from autodl_design.interfaces import Decision
 from autodl_design.records import atomic_write_text
 from autodl_design.config import TrainerConfig
+from autodl_design.recipe import SCALE_DECISIONS, Recipe
 from trainer.metrics import count, memory_estimate_mb
 from trainer.walk import (ADD, BNRELU, COMPRESS, HEAD, OP, PROJECT, STEM, CellShape, Step,
-                          cell_shapes, op_output, walk)
+                          cell_shapes, input_shape, op_output, walk)
 
 FORMAT = "autodl-design-latency-table/1"
 MIB = float(1 << 20)
 # Network settings a table is only valid for (compared exactly with the search's).
 SETTING_KEYS = ("width", "num_stages", "num_cells", "ratio", "dropout", "latency_batch",
                 "image_shape", "num_classes")
+# The settings a search-space file may vary (one "scale" of a table made with
+# --search_space): width, cells per stage, input shape, and the head's dropout.
+SCALE_KEYS = ("width", "num_cells", "image_shape", "dropout")
+# The recipe decisions that change blocks of the network (the others only train).
+TABLE_DECISIONS = SCALE_DECISIONS + ("dropout",)
 
 
 class MissingEntry(ValueError):
@@ -111,11 +124,45 @@ def block_of(step: Step, dropout: float = 0.0) -> Block:
 
 
 def settings_of(config: TrainerConfig, image_shape: Sequence[int], num_classes: int) -> Dict:
-    """The settings a table is valid for (``SETTING_KEYS``)."""
+    """The settings a table is valid for (``SETTING_KEYS``; the input shape at the resolution)."""
     return {"width": int(config.width), "num_stages": int(config.num_stages),
             "num_cells": int(config.num_cells), "ratio": int(config.ratio),
             "dropout": float(config.dropout), "latency_batch": int(config.latency_batch),
-            "image_shape": [int(s) for s in image_shape], "num_classes": int(num_classes)}
+            "image_shape": list(input_shape(config, image_shape)),
+            "num_classes": int(num_classes)}
+
+
+def scale_configs(config: TrainerConfig, decisions: Sequence[Decision] = ()
+                  ) -> List[TrainerConfig]:
+    """``config`` at every scale of a search space: one per combination of its table decisions.
+
+    Args:
+      config: the search's trainer settings.
+      decisions: the search-space file's decisions (``recipe.parse_decisions``);
+        only ``TABLE_DECISIONS`` (width_mult, depth, resolution, dropout) are
+        used, the training decisions change no block.
+
+    Returns:
+      ``Recipe.apply(config)`` for every combination, in the file's order
+      ([config] without table decisions).
+    """
+    table = [d for d in decisions if d.name in TABLE_DECISIONS]
+    return [Recipe(tuple((d.name, v) for d, v in zip(table, values))).apply(config)
+            for values in itertools.product(*(d.choices for d in table))]
+
+
+def scale_of(config: TrainerConfig, image_shape: Sequence[int]) -> Dict:
+    """The ``SCALE_KEYS`` settings of ``config`` (one entry of a table's ``scales``)."""
+    return {"width": int(config.width), "num_cells": int(config.num_cells),
+            "image_shape": list(input_shape(config, image_shape)),
+            "dropout": float(config.dropout)}
+
+
+def describe_scale(scale: Dict) -> str:
+    """E.g. ``width 6, 2 cells per stage, input 1x16x16, dropout 0``."""
+    return "width %d, %d cells per stage, input %s, dropout %g" % (
+        scale["width"], scale["num_cells"], "x".join(map(str, scale["image_shape"])),
+        scale["dropout"])
 
 
 def _cell_space_steps(g: CellShape, ops: Sequence[str], num_nodes: int) -> List[Step]:
@@ -146,7 +193,7 @@ def space_blocks(config: TrainerConfig, ops: Sequence[str], num_nodes: int,
       image_shape: (C, H, W).
       num_classes: classifier outputs.
     """
-    c, h, w = (int(s) for s in image_shape)
+    c, h, w = input_shape(config, image_shape)
     shapes = cell_shapes(config, image_shape)
     steps = [Step(STEM, c, config.width, (h, w), (h, w))]
     for g in shapes:
@@ -157,6 +204,22 @@ def space_blocks(config: TrainerConfig, ops: Sequence[str], num_nodes: int,
         block = block_of(step, config.dropout)
         found.setdefault(block.key, block)
     return list(found.values())
+
+
+def scaled_space_blocks(config: TrainerConfig, decisions: Sequence[Decision],
+                        ops: Sequence[str], num_nodes: int, image_shape: Sequence[int],
+                        num_classes: int) -> List[Block]:
+    """``space_blocks`` of every scale of ``decisions`` (``scale_configs``), each block once."""
+    found: Dict[str, Block] = {}
+    for c in scale_configs(config, decisions):
+        for block in space_blocks(c, ops, num_nodes, image_shape, num_classes):
+            found.setdefault(block.key, block)
+    return list(found.values())
+
+
+def shape_key(shape: Sequence[int]) -> str:
+    """``CxHxW`` of an input shape (the key of ``memory["input_bytes_by_shape"]``)."""
+    return "x".join(str(int(s)) for s in shape)
 
 
 class _Liveness:
@@ -351,9 +414,19 @@ class LatencyTable:
 
     def check_settings(self, config: TrainerConfig, image_shape: Sequence[int],
                        num_classes: int):
-        """Raises ValueError naming the first setting that differs from the table's."""
+        """Raises ValueError naming the first setting that differs from the table's.
+
+        A table made with a search-space file (``settings["scales"]``) accepts
+        each of its scales (``SCALE_KEYS``) instead of its base settings; another
+        scale raises ``MissingEntry`` naming it.
+        """
         want = settings_of(config, image_shape, num_classes)
+        scales = self.settings.get("scales")
+        if scales:
+            self._check_scale(scale_of(config, image_shape), scales)
         for key in SETTING_KEYS:
+            if scales and key in SCALE_KEYS:
+                continue
             have = self.settings[key]
             if key == "image_shape":
                 have = [int(s) for s in have]
@@ -364,17 +437,34 @@ class LatencyTable:
                     "the search's settings (python -m trainer.profile)"
                     % (self.name, key, show(have), key, show(want[key])))
 
+    def _check_scale(self, want: Dict, scales: Sequence[Dict]):
+        """Raises MissingEntry if ``want`` (``scale_of``) is not one of the table's scales."""
+        norm = [{k: (list(map(int, s[k])) if k == "image_shape" else s[k]) for k in SCALE_KEYS}
+                for s in scales]
+        if want not in norm:
+            raise MissingEntry(
+                "%s has no entries for the scale %s (it covers %d scales of %s): profile again "
+                "with python -m trainer.profile --search_space FILE listing that scale"
+                % (self.name, describe_scale(want), len(scales),
+                   json.dumps(self.settings.get("search_space", {}), sort_keys=True)))
+
     def check_space(self, config: TrainerConfig, ops: Sequence[str], num_nodes: int,
-                    image_shape: Sequence[int], num_classes: int):
+                    image_shape: Sequence[int], num_classes: int,
+                    decisions: Sequence[Decision] = ()):
         """Settings match and every block of the search space has an entry.
+
+        Args:
+          decisions: the search-space file's decisions; every scale they
+            produce (``scale_configs``) must be covered.
 
         Raises:
           ValueError: a differing setting.
-          MissingEntry: the first block of the space the table lacks.
+          MissingEntry: the first scale or block of the space the table lacks.
         """
-        self.check_settings(config, image_shape, num_classes)
-        for block in space_blocks(config, ops, num_nodes, image_shape, num_classes):
-            self.entry(block)
+        for c in scale_configs(config, decisions):
+            self.check_settings(c, image_shape, num_classes)
+            for block in space_blocks(c, ops, num_nodes, image_shape, num_classes):
+                self.entry(block)
 
     def entry(self, block: Block) -> Dict:
         """The entry of ``block``; raises ``MissingEntry`` naming it if absent."""
@@ -393,9 +483,16 @@ class LatencyTable:
 
     def walk(self, arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
              num_classes: int) -> Tuple[float, Optional[float], float]:
-        """``sum_blocks`` of ``arch`` over this table's entries and input bytes."""
-        return sum_blocks(arch, config, image_shape, num_classes, self.entry,
-                          int(self.memory.get("input_bytes", 0)))
+        """``sum_blocks`` of ``arch`` over this table's entries and input bytes.
+
+        The input bytes are those measured at the network's input shape
+        (``memory["input_bytes_by_shape"]``, tables with scales) or the base
+        ``memory["input_bytes"]``.
+        """
+        by_shape = self.memory.get("input_bytes_by_shape", {})
+        input_bytes = by_shape.get(shape_key(input_shape(config, image_shape)),
+                                   self.memory.get("input_bytes", 0))
+        return sum_blocks(arch, config, image_shape, num_classes, self.entry, int(input_bytes))
 
     def predict(self, arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
                 num_classes: int) -> Dict:

@@ -107,8 +107,9 @@ def count(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
 
     Args:
       arch: the architecture.
-      config: network sizes (width, num_stages, num_cells, ratio).
-      image_shape: (C, H, W) of one input image.
+      config: network sizes (width, num_stages, num_cells, ratio) and the
+        input resolution (``trainer.walk.input_shape``).
+      image_shape: (C, H, W) of one input image as made.
       num_classes: outputs of the classifier.
 
     Returns:
@@ -258,7 +259,8 @@ def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Seq
     Builds the network on the current Paddle device with weights drawn from
     ``seed`` (the global Paddle random state is restored afterwards; latency
     and memory do not depend on the weights), measures peak memory of one
-    forward pass, then latency.
+    forward pass, then latency, on inputs of ``trainer.walk.input_shape(config,
+    image_shape)`` (the resolution the candidate is trained at).
 
     Returns:
       dict: params, trainable_params, flops (ints), latency_ms,
@@ -268,6 +270,7 @@ def measure_hardware(arch: Architecture, config: TrainerConfig, image_shape: Seq
     from autodl_design.backend import paddle
     from trainer.network import build_network
     counts = count(arch, config, image_shape, num_classes)
+    image_shape = walk.input_shape(config, image_shape)
     batch = config.latency_batch
     shape = [batch] + [int(s) for s in image_shape]
     stats = allocator_stats(paddle)

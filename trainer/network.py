@@ -40,7 +40,7 @@ from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS, OpSpec
 from trainer.walk import (BNRELU, COMPRESS, HEAD, OP, PROJECT, STEM, CellShape, Step,
-                          cell_shapes, cell_steps, same_padding, walk)
+                          cell_shapes, cell_steps, input_shape, same_padding, walk)
 
 nn = paddle.nn
 
@@ -193,7 +193,12 @@ class CellLayer(nn.Layer):
 
 
 class Network(nn.Layer):
-    """The whole classifier: [N, C, H, W] float32 -> [N, num_classes] logits."""
+    """The whole classifier: [N, C, H, W] float32 -> [N, num_classes] logits.
+
+    It is laid out for inputs of ``image_shape`` = ``trainer.walk.input_shape(
+    config, shape given)``: with ``config.resolution`` r, (C, r, r) (the
+    caller resizes the images, ``trainer.data.at_resolution``).
+    """
 
     def __init__(self, arch: Architecture, config: TrainerConfig,
                  image_shape: Sequence[int], num_classes: int):
@@ -204,7 +209,7 @@ class Network(nn.Layer):
             if getattr(config, name) < 1:
                 raise ValueError("TrainerConfig.%s must be >= 1, got %r"
                                  % (name, getattr(config, name)))
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.image_shape = input_shape(config, image_shape)
         self.num_classes = int(num_classes)
         steps = list(walk(arch, config, self.image_shape, self.num_classes))
         self.stem = layer_of(steps[0])

@@ -10,6 +10,9 @@ manifest). It measures every building block the configured network can
 contain (``trainer.latency_table.space_blocks``) and a few whole networks to
 calibrate how the blocks compose, and writes TABLE.json; copy it to the
 search machine and run ``main.py --latency_table TABLE.json``.
+``--search_space FILE.json`` (the search's search-space file) makes the
+table cover every scale of that file: each op at every channel width and
+spatial size its width_mult x depth x resolution (x dropout) choices produce.
 ``--runtime paddle_inference|onnxruntime`` measures through the runtime the
 deployed model runs in (``trainer.runtimes``) instead of Paddle dygraph.
 docs/latency_table.md describes what is measured and how predictions compose; the
@@ -48,6 +51,10 @@ absl_flags.DEFINE_enum("runtime", "paddle", ["paddle", "paddle_inference", "onnx
                        "model converted with paddle2onnx, in an onnxruntime CPU session), "
                        "as the deployed model will run. The table records it.")
 
+if "search_space" not in absl_flags.FLAGS:  # the search's flag, when the shared flags have it
+    absl_flags.DEFINE_string("search_space", "", "Search-space JSON file (width_mult, depth, "
+                             "resolution, ... choices): the table covers every scale it lists.")
+
 FLAGS = absl_flags.FLAGS
 
 
@@ -69,11 +76,16 @@ def main(argv):
     if FLAGS.runtime != "paddle" and config.devices.trainer_devices[0] != "cpu":
         return _fail("--runtime %s runs on the CPU (its CPU build is installed): give "
                      "--trainer_devices cpu" % FLAGS.runtime)
+    from autodl_design import recipe
     from trainer import profiling
     from trainer.data import DatasetError
     try:
         image_shape, num_classes = profiling.input_shape(
             config.data.data_path, FLAGS.image_shape, FLAGS.num_classes)
+        decisions = ()
+        if FLAGS.search_space:
+            decisions = recipe.load_search_space(FLAGS.search_space)[0]
+            recipe.check_resolutions(decisions, min(image_shape[1:]))
         device = profiling.use_device(config.devices.trainer_devices[0], FLAGS.threads)
     except (DatasetError, ValueError, RuntimeError) as e:
         return _fail(e)
@@ -82,7 +94,7 @@ def main(argv):
     try:
         table = profiling.profile(config, image_shape, num_classes, device, FLAGS.threads,
                                   FLAGS.calibration_archs, FLAGS.calibration_seed, FLAGS.passes,
-                                  seed=FLAGS.seed, runtime=FLAGS.runtime)
+                                  seed=FLAGS.seed, runtime=FLAGS.runtime, decisions=decisions)
     except ConversionError as e:
         return _fail(e, 1)
     table.save(FLAGS.output)

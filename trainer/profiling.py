@@ -17,10 +17,12 @@ import numpy as np
 
 from autodl_design.arch import Architecture
 from autodl_design.config import Config, TrainerConfig
+from autodl_design.interfaces import Decision
 from autodl_design.spaces import CellSpace
 from trainer import latency_table as lt
 from trainer import metrics
 from trainer.walk import ADD, HEAD, PROJECT
+from trainer.walk import input_shape as network_input_shape
 
 WARMUP = 3
 
@@ -282,16 +284,19 @@ def measure_block(block: lt.Block, batch: int, stats: Optional[metrics.Allocator
 
 def _measure_blocks(blocks: Sequence[lt.Block], batch: int,
                     stats: Optional[metrics.AllocatorStats], rounds: int,
-                    interleave: Sequence[Callable], image_shape: Sequence[int]
-                    ) -> Tuple[int, Dict[str, Dict]]:
-    """(input batch bytes, block key -> entry): memory, then ``rounds`` timed rounds.
+                    interleave: Sequence[Callable], shapes: Sequence[Sequence[int]]
+                    ) -> Tuple[Dict[str, int], Dict[str, Dict]]:
+    """(input batch bytes per ``lt.shape_key`` of ``shapes``, block key -> entry).
+
+    Memory first, then ``rounds`` timed rounds.
 
     The ``interleave`` callables run spread over the rounds (``_median_rounds``).
     """
     from autodl_design.backend import paddle
     sync = functools.partial(metrics.sync, paddle)
     with paddle.no_grad():
-        input_bytes = _input_bytes(paddle, stats, [batch] + list(image_shape))
+        input_bytes = {lt.shape_key(s): _input_bytes(paddle, stats, [batch] + list(s))
+                       for s in shapes}
         measured = [measure_block(block, batch, stats, sync) for block in blocks]
         medians = _median_rounds([fn for _, fn in measured], rounds, sync, interleave)
     return input_bytes, {block.key: dict(e, latency_ms=ms)
@@ -307,7 +312,7 @@ def _summarise_runs(runs: Sequence[Sequence[Dict]]) -> List[Dict]:
 
 def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
              tc: TrainerConfig, image_shape: Sequence[int], num_classes: int, threads: int,
-             seed: int):
+             seed: int, configs: Sequence[TrainerConfig]):
     """(block fns, network fns, the ``runtimes.Compiled`` to close) of a static runtime."""
     from autodl_design.backend import paddle
     from trainer import runtimes
@@ -317,10 +322,10 @@ def _compile(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architect
         compiled.add(_block_classes()[0](), [[1, 1, 1, 1]] * 2)  # the cost of one call
         for block in blocks:
             compiled.add(*block_layer(block, tc.latency_batch))
-        for arch in archs:
+        for arch, c in zip(archs, configs):
             paddle.seed(seed)
-            compiled.add(build_network(arch, tc, image_shape, num_classes),
-                         [[tc.latency_batch] + list(image_shape)])
+            compiled.add(build_network(arch, c, image_shape, num_classes),
+                         [[tc.latency_batch] + list(network_input_shape(c, image_shape))])
         fns = compiled.build(threads, seed)
     except BaseException:
         compiled.close()
@@ -347,24 +352,29 @@ def _measure_runtime_blocks(blocks: Sequence[lt.Block], fns: Sequence[Callable],
 def _measure(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architecture],
              runs: List[List[Dict]], stats: Optional[metrics.AllocatorStats], tc: TrainerConfig,
              image_shape: Sequence[int], num_classes: int, threads: int, passes: int,
-             seed: int) -> Tuple[int, Dict[str, Dict], float]:
+             seed: int, configs: Sequence[TrainerConfig]
+             ) -> Tuple[Dict[str, int], Dict[str, Dict], float]:
     """Times the blocks through ``runtime``, the calibration networks in between (into ``runs``).
 
+    Args:
+      configs: the trainer settings (scale) of each calibration network.
+
     Returns:
-      (input batch bytes, block key -> entry, ms of one runtime call (0 for paddle)).
+      (input batch bytes per input shape ``lt.shape_key`` ({} for a static
+      runtime), block key -> entry, ms of one runtime call (0 for paddle)).
     """
     from autodl_design.backend import paddle
     compiled = None
     try:
         if runtime != "paddle":
             block_fns, net_fns, compiled = _compile(runtime, blocks, archs, tc, image_shape,
-                                                    num_classes, threads, seed)
+                                                    num_classes, threads, seed, configs)
 
             def measure_network(i: int):
                 runs[i].append(dict(time_fn(net_fns[i], tc.latency_repeats), memory_mb=None))
         else:
             def measure_network(i: int):
-                runs[i].append(metrics.measure_hardware(archs[i], tc, image_shape,
+                runs[i].append(metrics.measure_hardware(archs[i], configs[i], image_shape,
                                                         num_classes, seed=seed))
         interleave = [functools.partial(measure_network, i)
                       for _ in range(passes) for i in range(len(archs))]
@@ -372,9 +382,10 @@ def _measure(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architect
         rounds = tc.latency_repeats * passes
         if runtime != "paddle":
             call_ms, entries = _measure_runtime_blocks(blocks, block_fns, rounds, interleave)
-            return 0, entries, call_ms
+            return {}, entries, call_ms
+        shapes = sorted({network_input_shape(c, image_shape) for c in [tc] + list(configs)})
         input_bytes, entries = _measure_blocks(blocks, tc.latency_batch, stats, rounds,
-                                               interleave, image_shape)
+                                               interleave, shapes)
         return input_bytes, entries, 0.0
     finally:
         if compiled is not None:
@@ -384,7 +395,7 @@ def _measure(runtime: str, blocks: Sequence[lt.Block], archs: Sequence[Architect
 def profile(config: Config, image_shape: Sequence[int], num_classes: int, device: str,
             threads: int, calibration_archs: int = 10, calibration_seed: int = 20240611,
             passes: int = 5, log: Callable[[str], None] = _log, *, seed: int = 0,
-            runtime: str = "paddle") -> lt.LatencyTable:
+            runtime: str = "paddle", decisions: Sequence[Decision] = ()) -> lt.LatencyTable:
     """Measures every block of the configured search space on the current device.
 
     Args:
@@ -405,6 +416,11 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
         ``paddle`` (dygraph, with allocator memory figures), or
         ``paddle_inference``/``onnxruntime`` on the CPU (latency only; the
         table's memory is then the estimate).
+      decisions: the decisions of a search-space file
+        (``recipe.parse_decisions``): the table then covers every scale of
+        its width_mult, depth, resolution and dropout choices
+        (``lt.scale_configs``; ``settings["scales"]``), and the calibration
+        networks take the scales in turn.
 
     Returns:
       The ``LatencyTable`` (not saved); ``device['runtime']`` names the runtime.
@@ -416,31 +432,40 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
     tc = config.trainer
     image_shape = tuple(int(s) for s in image_shape)
     batch = tc.latency_batch
-    blocks = lt.space_blocks(tc, config.agent.ops, config.agent.num_nodes, image_shape,
-                             num_classes)
+    configs = lt.scale_configs(tc, decisions)
+    blocks = lt.scaled_space_blocks(tc, decisions, config.agent.ops, config.agent.num_nodes,
+                                    image_shape, num_classes)
     log("profiling %d blocks and %d calibration networks on %s through %s (batch %d, %d passes "
         "x %d rounds) ..." % (len(blocks), calibration_archs, device, runtime, batch, passes,
                               tc.latency_repeats))
     rng = np.random.default_rng(calibration_seed)
     archs = [CellSpace(config.agent.num_nodes, config.agent.ops).sample(rng)
              for _ in range(calibration_archs)]
+    arch_configs = [configs[i % len(configs)] for i in range(len(archs))]
     stats = None if runtime != "paddle" else metrics.allocator_stats(paddle)
     runs: List[List[Dict]] = [[] for _ in archs]
     rng_state = paddle.get_rng_state()
     try:
         input_bytes, entries, call_ms = _measure(runtime, blocks, archs, runs, stats, tc,
-                                                 image_shape, num_classes, threads, passes, seed)
+                                                 image_shape, num_classes, threads, passes, seed,
+                                                 arch_configs)
     finally:
         paddle.set_rng_state(rng_state)
     settings = dict(lt.settings_of(tc, image_shape, num_classes), ops=list(config.agent.ops),
                     num_nodes=int(config.agent.num_nodes))
-    table = lt.LatencyTable(
-        describe_device(device, threads, runtime), settings,
-        {"scale": 1.0, "offset_ms": 0.0, "networks": []},
-        {"source": stats.source if stats is not None else "", "input_bytes": int(input_bytes)},
-        entries)
+    base_shape = lt.shape_key(network_input_shape(tc, image_shape))
+    memory = {"source": stats.source if stats is not None else "",
+              "input_bytes": int(input_bytes.get(base_shape, 0))}
+    scaled = [d for d in decisions if d.name in lt.TABLE_DECISIONS]
+    if scaled:
+        settings.update(scales=[lt.scale_of(c, image_shape) for c in configs],
+                        search_space={d.name: list(d.choices) for d in scaled})
+        memory["input_bytes_by_shape"] = input_bytes
+    table = lt.LatencyTable(describe_device(device, threads, runtime), settings,
+                            {"scale": 1.0, "offset_ms": 0.0, "networks": []}, memory, entries)
     table.calibration = calibrate(table, archs, _summarise_runs(runs), tc, image_shape,
-                                  num_classes, calibration_seed, log, offset_ms=call_ms)
+                                  num_classes, calibration_seed, log, offset_ms=call_ms,
+                                  configs=arch_configs if scaled else None)
     table.calibration.update(passes=passes, block_rounds=passes * tc.latency_repeats,
                              warmup_rounds=WARMUP)
     return table
@@ -448,7 +473,8 @@ def profile(config: Config, image_shape: Sequence[int], num_classes: int, device
 
 def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: Sequence[Dict],
               trainer_config: TrainerConfig, image_shape: Sequence[int], num_classes: int,
-              seed: int, log: Callable[[str], None] = _log, offset_ms: float = 0.0) -> Dict:
+              seed: int, log: Callable[[str], None] = _log, offset_ms: float = 0.0,
+              configs: Optional[Sequence[TrainerConfig]] = None) -> Dict:
     """The table's calibration: scale = median((measured - offset) / block sum) over networks.
 
     Args:
@@ -458,6 +484,8 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
         ``trainer.metrics.measure_hardware`` runs, what the search measures
         without a table, taken between the block rounds), ``latency_runs_ms``
         and ``memory_mb``.
+      configs: each network's trainer settings (its scale); None = all
+        ``trainer_config``.
 
     Returns:
       dict: scale, offset_ms (0), method, and per network its block sum,
@@ -470,11 +498,14 @@ def calibrate(table: lt.LatencyTable, archs: Sequence[Architecture], measured: S
     per-call cost once per network, not once per block.
     """
     networks = []
-    for arch, hw in zip(archs, measured):
-        blocks_ms, peak, params = table.walk(arch, trainer_config, image_shape, num_classes)
+    for i, (arch, hw) in enumerate(zip(archs, measured)):
+        c = configs[i] if configs is not None else trainer_config
+        blocks_ms, peak, params = table.walk(arch, c, image_shape, num_classes)
         row = {"arch_hash": arch.hash()[:12], "blocks_ms": blocks_ms,
                "measured_ms": hw["latency_ms"], "measured_runs_ms": hw["latency_runs_ms"],
                "measured_memory_mb": hw["memory_mb"]}
+        if configs is not None:
+            row["scale"] = lt.describe_scale(lt.scale_of(c, image_shape))
         if peak is not None:
             row["predicted_memory_mb"] = (peak + params) / float(1 << 20)
         networks.append(row)

@@ -4,15 +4,21 @@ The library behind ``python -m trainer`` (``trainer/__main__.py`` only reads
 the flags and maps the exceptions below to exit codes).
 """
 import dataclasses
+import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from autodl_design.arch import Architecture
 from autodl_design.config import Config, DataConfig, TrainerConfig
+from autodl_design.recipe import Recipe, SearchSpaceError, check_value
 
 
 class Failed(Exception):
     """Training or the export failed (``python -m trainer`` exits 1)."""
+
+
+class BadInput(Exception):
+    """The recipe's scale does not fit the data or the latency table (exit 2, one line)."""
 
 
 def load_arch(path: str, export: str) -> Architecture:
@@ -28,6 +34,63 @@ def load_arch(path: str, export: str) -> Architecture:
         raise ValueError("--export %s exists and is not an empty folder: give a new folder"
                          % export)
     return arch
+
+
+def load_candidate(path: str, export: str, overrides: Optional[Dict[str, Any]] = None
+                   ) -> Tuple[Architecture, Recipe]:
+    """(architecture, recipe) of an architecture file, a candidate or a record (best.json).
+
+    The recipe is the file's ``"recipe"`` object (beside the cells, or in the
+    record's ``"arch"``; none = the trainer's settings), with ``overrides``
+    (e.g. ``{"width_mult": 0.5}`` from ``--width_mult``) replacing or adding
+    decisions.
+
+    Raises:
+      ValueError: the file is not a valid architecture, ``export`` is not
+        usable (``load_arch``), or the recipe has an unknown decision or a
+        bad value (``SearchSpaceError``, naming the file or the value).
+    """
+    arch = load_arch(path, export)
+    with open(path) as f:
+        d = json.load(f)  # readable: load_arch read it
+    if isinstance(d, dict) and "arch" in d and "normal" not in d:
+        d = d["arch"]
+    try:
+        recipe = Recipe.from_dict(d.get("recipe", {}))
+    except SearchSpaceError as e:
+        raise SearchSpaceError("%s: %s" % (path, e)) from None
+    values = recipe.to_dict()
+    for name, v in (overrides or {}).items():
+        if v is not None:
+            try:
+                values[name] = check_value(name, v)
+            except SearchSpaceError as e:
+                raise SearchSpaceError("--%s %s: %s" % (name, v, e)) from None
+    return arch, Recipe.from_dict(values)
+
+
+def scaled(config: Config, recipe: Recipe, data) -> Tuple[TrainerConfig, Any]:
+    """(trainer settings of ``recipe``, ``data`` at its resolution).
+
+    Raises:
+      SearchSpaceError: the resolution is below 8 or larger than the images.
+    """
+    from trainer.data import at_resolution
+    trainer_config = recipe.apply(config.trainer)
+    return trainer_config, at_resolution(data, trainer_config)
+
+
+def predict_from_table(arch: Architecture, trainer_config: TrainerConfig, data,
+                       table_path: str) -> Dict:
+    """Latency and memory of the network predicted by the latency table ``table_path``.
+
+    Raises:
+      ValueError: the table cannot be read, was made for other settings, or
+        lacks this network's scale or a block (naming it).
+    """
+    from trainer.latency_table import LatencyTable
+    return LatencyTable.load(table_path).predict(arch, trainer_config, data.image_shape,
+                                                 data.num_classes)
 
 
 def load_data(data_config: DataConfig):
@@ -126,17 +189,43 @@ def export(model, arch: Architecture, trainer_config: TrainerConfig, data, folde
 
 def run(arch: Architecture, arch_path: str, config: Config, data, data_path: str, *,
         seed: int, epochs: Optional[int] = None, export_to: str = "",
-        out: Callable[[str], None] = print):
+        out: Callable[[str], None] = print, recipe: Recipe = Recipe()):
     """Measures, trains (``epochs``, default ``early_stop``), prints the table, exports.
 
+    Args:
+      recipe: the candidate's recipe (``load_candidate``): the network is
+        built, measured and trained at its scale, with its training settings
+        (``Recipe.apply``), on the images resized to its resolution. With
+        ``config.trainer.latency_table`` the table's predicted latency and
+        memory are printed too.
+
     Raises:
+      BadInput: the recipe's resolution does not fit the images, or the
+        latency table cannot predict this network (naming the missing scale
+        or block); raised before training.
       Failed: training or the export failed.
     """
-    trainer_config = config.trainer
+    try:
+        trainer_config, data = scaled(config, recipe, data)
+    except SearchSpaceError as e:
+        raise BadInput(str(e)) from None
     if epochs is not None:
         trainer_config = dataclasses.replace(trainer_config, early_stop=epochs)
+    predicted = None
+    if config.trainer.latency_table:
+        try:
+            predicted = predict_from_table(arch, trainer_config, data,
+                                           config.trainer.latency_table)
+        except ValueError as e:  # unreadable, other settings, a missing scale or block
+            raise BadInput(str(e)) from None
+    if recipe.values:
+        out("Recipe: %s" % ", ".join("%s=%s" % kv for kv in recipe.values))
     hw, result, model, device = train_one(arch, arch_path, config, trainer_config, data,
                                           data_path, seed, out)
-    out("\n" + format_table(result_rows(hw, result, device)))
+    rows = result_rows(hw, result, device)
+    if predicted is not None:
+        rows.append(("predicted latency", "%.2f ms, memory %.2f MB (%s)" % (
+            predicted["latency_ms"], predicted["memory_mb"], predicted["latency_source"])))
+    out("\n" + format_table(rows))
     if export_to:
         export(model, arch, trainer_config, data, export_to, out)

@@ -3,7 +3,11 @@
 ``train_and_evaluate`` is the one entry the search uses. Training follows
 AutoDL Design: SGD with Nesterov momentum, a cosine learning rate from
 ``lr_max`` to ``lr_min`` over all steps, L2 weight decay, ``early_stop``
-epochs over the training chunk. Validation accuracy (the reward) is measured
+epochs over the training chunk. A recipe (``autodl_design.recipe``) may
+choose Adam or RMSProp instead (``TrainerConfig.optimizer``, same schedule
+and L2 decay), a global gradient-norm clip (``grad_clip``), the head's
+dropout and the input resolution (every split resized once,
+``trainer.data.at_resolution``). Validation accuracy (the reward) is measured
 on the validation chunk, test accuracy on the held-out split. A candidate
 whose loss becomes NaN/inf, or whose own Paddle ops raise (out of memory
 included), is reported as ``status: 'failed'`` with the reason; any other
@@ -31,6 +35,7 @@ import numpy as np
 from autodl_design.backend import paddle
 from autodl_design.arch import Architecture
 from autodl_design.config import TrainerConfig
+from autodl_design.recipe import OPTIMIZERS
 from trainer.metrics import sync
 from trainer.network import Network, build_network
 
@@ -125,6 +130,11 @@ def fit(arch: Architecture, config: TrainerConfig, data, *, seed: int,
     ``train_and_evaluate`` for the arguments and the result.
     """
     start = time.perf_counter()
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError("TrainerConfig.optimizer %r is not one of %s"
+                         % (config.optimizer, ", ".join(OPTIMIZERS)))
+    from trainer.data import at_resolution
+    data = at_resolution(data, config)
     result: Dict[str, Any] = {"status": "ok", "reason": "", "seed": int(seed),
                               "static_graph": bool(static_graph)}
     if amp:
@@ -192,14 +202,36 @@ def _build(arch: Architecture, config: TrainerConfig, data, static_graph: bool):
             # (a dynamic batch dimension made the programs ~30% slower on CPU).
             model = paddle.jit.to_static(model, full_graph=True)
         params = [p for p in model.parameters() if not p.stop_gradient]
-        optimizer = paddle.optimizer.Momentum(
-            learning_rate=config.lr_max, momentum=config.momentum, parameters=params,
-            use_nesterov=True, weight_decay=paddle.regularizer.L2Decay(config.weight_decay))
+        optimizer = make_optimizer(config, params)
     return model, optimizer
 
 
+def make_optimizer(config: TrainerConfig, params):
+    """The optimizer of ``config.optimizer`` over ``params``, at ``lr_max``.
+
+    ``sgd``: SGD with Nesterov momentum ``config.momentum`` (the trainer's
+    optimizer since the start; unchanged). ``adam``: Adam (beta1 0.9, beta2
+    0.999, epsilon 1e-8). ``rmsprop``: RMSProp (rho 0.95, epsilon 1e-6, no
+    momentum; Paddle's defaults). All three add L2 decay
+    ``config.weight_decay`` to the gradients, and with ``config.grad_clip`` >
+    0 clip the gradients to that global norm first
+    (``paddle.nn.ClipGradByGlobalNorm``; Paddle adds the decay after the clip).
+    """
+    common = dict(learning_rate=config.lr_max, parameters=params,
+                  weight_decay=paddle.regularizer.L2Decay(config.weight_decay),
+                  grad_clip=(paddle.nn.ClipGradByGlobalNorm(config.grad_clip)
+                             if config.grad_clip > 0 else None))
+    if config.optimizer == "sgd":
+        return paddle.optimizer.Momentum(momentum=config.momentum, use_nesterov=True, **common)
+    if config.optimizer == "adam":
+        return paddle.optimizer.Adam(beta1=0.9, beta2=0.999, epsilon=1e-8, **common)
+    if config.optimizer == "rmsprop":
+        return paddle.optimizer.RMSProp(rho=0.95, epsilon=1e-6, momentum=0.0, **common)
+    raise ValueError("unknown optimizer %r" % config.optimizer)
+
+
 def _step(model: Network, optimizer, x, y, lr: float, scaler=None):
-    """One SGD step of the candidate on device tensors ``x`` [B, C, H, W], ``y`` [B].
+    """One optimizer step of the candidate on device tensors ``x`` [B, C, H, W], ``y`` [B].
 
     Returns the loss as a device tensor: nothing is copied back to the host
     (``_epoch`` checks the loss once per epoch). With ``scaler`` (a
@@ -372,7 +404,8 @@ def train_and_evaluate(arch: Architecture, config: TrainerConfig, data, *, seed:
 
     Args:
       arch: the candidate.
-      config: network sizes and the training schedule (early_stop epochs).
+      config: network sizes, the training schedule (early_stop epochs), the
+        optimizer, grad_clip, dropout and input resolution.
       data: a dataset (see the module docstring).
       seed: the seed of this evaluation (the search passes the candidate's
         seed, ``python -m trainer`` its ``--seed``): ``paddle.seed`` (initial

@@ -33,6 +33,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from autodl_design.arch import Architecture, Cell
 from autodl_design.config import TrainerConfig
 from autodl_design.ops import OPS
+from autodl_design.recipe import MIN_RESOLUTION, SearchSpaceError
 
 HW = Tuple[int, int]
 
@@ -59,6 +60,33 @@ def op_output(name: str, hw: Optional[HW], stride: int) -> Optional[HW]:
     kh, kw = spec.kernel
     dilation = spec.dilation if spec.kind == "conv" else 1
     return conv_out(hw[0], kh, stride, dilation), conv_out(hw[1], kw, stride, dilation)
+
+
+def input_shape(config: TrainerConfig, image_shape: Sequence[int]) -> Tuple[int, int, int]:
+    """(C, H, W) the network sees: the images' shape, or (C, r, r) with ``config.resolution`` r.
+
+    Idempotent: the shape it returns maps to itself, so callers may pass the
+    dataset's shape or one already resized.
+
+    Args:
+      config: ``resolution`` (0 = the images as made).
+      image_shape: (C, H, W) of the images.
+
+    Raises:
+      SearchSpaceError: r is below ``MIN_RESOLUTION`` or larger than H or W
+        (images are only ever shrunk).
+    """
+    r = int(config.resolution)
+    if r == 0:
+        return tuple(int(s) for s in image_shape)
+    c, h, w = (int(s) for s in image_shape)
+    if (h, w) == (r, r):
+        return c, h, w
+    if r < MIN_RESOLUTION or r > min(h, w):
+        raise SearchSpaceError("resolution %d is not usable with %dx%d images: give a side "
+                               "from %d to %d (0 = as made)" % (r, h, w, MIN_RESOLUTION,
+                                                                min(h, w)))
+    return c, r, r
 
 
 def node_channels(out_channels: int, ratio: int) -> int:
@@ -114,9 +142,11 @@ def cell_shapes(config: TrainerConfig, image_shape: Optional[Sequence[int]] = No
     """Every cell of the network in order (sizes None without ``image_shape``).
 
     Args:
-      config: width, num_stages, num_cells, ratio.
+      config: width, num_stages, num_cells, ratio (and resolution, see ``input_shape``).
       image_shape: (C, H, W) of one input image, or None.
     """
+    if image_shape is not None:
+        image_shape = input_shape(config, image_shape)
     hw = None if image_shape is None else (int(image_shape[1]), int(image_shape[2]))
     shapes, channels = [], config.width
     for stage in range(config.num_stages):
@@ -184,11 +214,12 @@ def walk(arch: Architecture, config: TrainerConfig, image_shape: Sequence[int],
 
     Args:
       arch: the architecture (normal and reduction cell).
-      config: width, num_stages, num_cells, ratio.
-      image_shape: (C, H, W) of one input image.
+      config: width, num_stages, num_cells, ratio, resolution.
+      image_shape: (C, H, W) of one input image as made; the walk runs at
+        ``input_shape(config, image_shape)``.
       num_classes: classifier outputs.
     """
-    c, h, w = (int(s) for s in image_shape)
+    c, h, w = input_shape(config, image_shape)
     yield Step(STEM, c, config.width, (h, w), (h, w))
     shapes = cell_shapes(config, image_shape)
     for shape in shapes:
