@@ -87,19 +87,18 @@ def _prepare(config: Config, log: Callable[[str], None]) -> Tuple[Config, Evalua
     """(config with an absolute data_path, the evaluator of its candidates).
 
     Raises:
-      SearchError: bounds no candidate can meet.
-      ValueError: unusable data (``DatasetError``), a ``--search_space``
-        resolution larger than the images (``recipe.SearchSpaceError``).
+      SearchError: bounds no candidate can meet at any scale of the search space,
+        a ``--search_space`` resolution larger than the images, or a latency
+        table missing one of its scales.
+      ValueError: unusable data (``DatasetError``).
     """
     if config.search.evaluator == "toy":
         from autodl_design.toy import ToyEvaluator
         return config, ToyEvaluator(config.to_dict())
     from trainer.evaluate import TrainerEvaluator, unsatisfiable
     config, manifest = _resolve_data(config, log)
-    if config.search.search_space:
-        h, w, _ = manifest["image_shape_hwc"]
-        recipe.check_resolutions(recipe.parse_decisions(config.search.search_space), min(h, w))
-    problem = unsatisfiable(config, manifest)
+    decisions = recipe.parse_decisions(config.search.search_space)  # () without the flag
+    problem = unsatisfiable(config, manifest, decisions)
     if problem:
         raise SearchError(problem)
     return config, TrainerEvaluator(config.data.data_path, config.to_dict())

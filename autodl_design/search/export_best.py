@@ -61,9 +61,8 @@ def run(final: FinalExport, config: Config, log: Callable[[str], None]) -> int:
     with open(best, encoding="utf-8") as f:
         arch, recipe = split_candidate(json.load(f)["arch"])  # the recipe found, if searched
     _, data = single.load_data(config.data)
-    data = all_chunks(data)
-    trainer_config = dataclasses.replace(recipe.apply(config.trainer),
-                                         early_stop=final.final_epochs)
+    trainer_config, data = single.scaled(config, recipe, all_chunks(data))  # at its resolution
+    trainer_config = dataclasses.replace(trainer_config, early_stop=final.final_epochs)
     use_device(config.devices.trainer_devices[0])
     log("export_best: retraining the best candidate (%s) for %d epochs on all %d training "
         "images ..." % (arch.hash()[:12], final.final_epochs, len(data.train_images)))
