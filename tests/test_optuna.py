@@ -11,6 +11,7 @@ import pytest
 from autodl_design import nb201, records
 from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataConfig,
                                   DeviceConfig, SearchConfig, TrainerConfig)
+from autodl_design.recipe import RecipeSpace, parse_decisions
 from autodl_design.search import searchers
 from autodl_design.search.optuna_searchers import (CONSTRAINTS_KEY, NSGA2Searcher, TPESearcher,
                                                    pareto_vector)
@@ -60,11 +61,15 @@ def run_steps(searcher, steps, batch, table=None):
 
 
 @pytest.mark.parametrize("kind", ["tpe", "nsga2"])
-@pytest.mark.parametrize("space", [CellSpace(4, OPS), nb201.NB201Space()], ids=["cell", "nb201"])
+@pytest.mark.parametrize("space", [
+    CellSpace(4, OPS), nb201.NB201Space(),
+    RecipeSpace(CellSpace(4, OPS), parse_decisions({"learning_rate": [0.01, 0.05, 0.1],
+                                                    "optimizer": ["sgd", "adam"]}))],
+    ids=["cell", "nb201", "recipe"])
 def test_proposals_are_valid_candidates_of_the_space(kind, space, table):
     s = (TPESearcher(space, 0, n_startup_trials=4) if kind == "tpe"
          else NSGA2Searcher(space, 0, "latency", population_size=4))
-    if kind == "nsga2" and space.name != "nb201":
+    if kind == "nsga2" and space.name != "nb201":  # costs not in a table: made up
         cands = []
         for _ in range(4):
             batch = s.propose(3)
@@ -80,6 +85,8 @@ def test_proposals_are_valid_candidates_of_the_space(kind, space, table):
         assert len(idx) == len(sizes) and all(0 <= i < n for i, n in zip(idx, sizes))
         assert space.from_dict(json.loads(json.dumps(c.to_dict()))).hash() == c.hash()
     assert len({c.hash() for c in cands}) > 1
+    if space.name == "recipe":  # recipe decisions are searched too
+        assert len({t.params["learning_rate"] for t in s.study.trials}) > 1
 
 
 def test_every_decision_is_an_optuna_parameter_in_controller_order():
