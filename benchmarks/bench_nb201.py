@@ -10,7 +10,9 @@ best-reward cell's ``test_acc_200ep``. Searchers: ``random``
 (the PARL controller through agent.space_searcher.SpaceRLSearcher with
 ``nb201.NB201_CONTROLLER``, overridable with ``--controller JSON``) and
 ``tpe`` (Optuna's TPE, ``optuna_searchers.TPE_SETTINGS``, overridable with
-``--tpe JSON``; one cell at a time; shown next to the paper's BOHB).
+``--tpe JSON``; one cell at a time; shown next to the paper's BOHB; under a
+latency bound it is told the cells' latencies, so the bound reaches it as an
+Optuna constraint, as in main.py's loop).
 
 Constrained runs (``--latency_bounds``, Raspberry Pi 4 latency in ms, hard
 mode): a cell over the bound is never trained, so it costs nothing, gets
@@ -93,7 +95,8 @@ def controller_settings(overrides: str) -> nb201.ControllerSettings:
 
 
 def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
-                  population: int, sample_size: int, tpe: Dict) -> Tuple[object, int]:
+                  population: int, sample_size: int, tpe: Dict,
+                  bound: float = 0.0) -> Tuple[object, int]:
     """(searcher, cells per proposal) for one run."""
     space = nb201.NB201Space()
     if name == "random":
@@ -103,8 +106,9 @@ def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
         from autodl_design.search.searchers import EvolutionSearcher
         return EvolutionSearcher(space, seed, population, sample_size), 1
     if name == "tpe":
+        from autodl_design.config import ConstraintConfig
         from autodl_design.search.optuna_searchers import TPESearcher
-        return TPESearcher(space, seed, **tpe), 1
+        return TPESearcher(space, seed, ConstraintConfig(max_latency_ms=bound), **tpe), 1
     from agent.space_searcher import SpaceRLSearcher
     return (SpaceRLSearcher(space, settings.agent_config(), seed,
                             **settings.searcher_options()), settings.batch_size)
@@ -120,6 +124,33 @@ def tpe_settings(overrides: str) -> Dict:
     return dict(TPE_SETTINGS, **extra)
 
 
+class LatencyRecords:
+    """A tpe searcher under a Raspberry Pi 4 bound, told what main.py's loop tells it.
+
+    ``run_protocol`` hands rewards to ``observe``; the loop hands records, whose
+    metrics carry the latency, so the bound reaches TPE as an Optuna constraint
+    (``observe_records``). This turns the rewards into those records.
+    """
+
+    def __init__(self, searcher, table: nb201.NB201Table):
+        self.searcher = searcher
+        self.latency = table.latency_ms("raspi4")
+        self.table = table
+
+    @property
+    def step(self) -> int:
+        return self.searcher.step
+
+    def propose(self, n: int):
+        return self.searcher.propose(n)
+
+    def observe(self, cands, rewards):
+        rows = self.table.rows(np.stack([c.tokens for c in cands]))
+        self.searcher.observe_records(cands, [
+            {"status": "ok", "reward": r, "metrics": {"latency_ms": float(self.latency[row])}}
+            for r, row in zip(rewards, rows.tolist())])
+
+
 def _init_worker(table_path: str):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
@@ -131,7 +162,9 @@ def one_run(task: Tuple) -> Dict:
     """Runs one (searcher, seed, bound) task in a worker; returns its figures and curve."""
     name, seed, bound, settings, args = task
     searcher, batch = make_searcher(name, seed, settings, args["population"],
-                                    args["sample_size"], args["tpe"])
+                                    args["sample_size"], args["tpe"], bound)
+    if bound > 0 and name == "tpe":
+        searcher = LatencyRecords(searcher, _TABLE)
     t0 = time.perf_counter()
     res = nb201.run_protocol(searcher, _TABLE, batch, args["budget"], max_latency_ms=bound,
                              infeasible_reward=args["infeasible_reward"],
