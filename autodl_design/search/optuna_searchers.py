@@ -92,11 +92,14 @@ def pareto_vector(record: Mapping, cost: str,
 
 
 def _rng_state(rng: np.random.RandomState) -> List:
+    """A RandomState's state as JSON data: [name, keys uint32 [624] as ints, pos, has_gauss,
+    cached_gaussian]."""
     name, keys, pos, has_gauss, gauss = rng.get_state()
     return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)]
 
 
 def _set_rng_state(rng: np.random.RandomState, state: Sequence) -> None:
+    """Sets ``rng`` to a state from ``_rng_state``."""
     name, keys, pos, has_gauss, gauss = state
     rng.set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
 
@@ -131,6 +134,7 @@ class _OptunaSearcher:
         self.study = self._new_study()
 
     def _new_study(self):
+        """An empty in-memory study with a freshly seeded sampler."""
         optuna = _optuna()
         with warnings.catch_warnings():  # constraints_func is flagged experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -138,9 +142,11 @@ class _OptunaSearcher:
         return optuna.create_study(directions=list(self.DIRECTIONS), sampler=sampler)
 
     def _make_sampler(self, constraints_func):
+        """The Optuna sampler (``constraints_func`` None without hard bounds)."""
         raise NotImplementedError
 
     def _constraint_values(self, trial) -> List[float]:
+        """Optuna's ``constraints_func``: the values stored by ``_tell`` just before ``tell``."""
         return self._violations.pop(trial.number)
 
     def _rngs(self) -> Dict[str, np.random.RandomState]:
@@ -153,6 +159,11 @@ class _OptunaSearcher:
         return [self._ask() for _ in range(n)]
 
     def _ask(self) -> Candidate:
+        """One asked trial's candidate; rejected ones are told FAIL and asked again.
+
+        Raises:
+          RuntimeError: the space rejected ``MAX_INVALID`` trials in a row.
+        """
         optuna = _optuna()
         for _ in range(MAX_INVALID):
             trial = self.study.ask(self.distributions)
@@ -181,6 +192,7 @@ class _OptunaSearcher:
         self.step += 1
 
     def _record_violations(self, rec: Mapping) -> List[float]:
+        """The record's constraint values [B] (``violations``), [] without hard bounds."""
         return violations(rec.get("metrics") or {}, self.constraints) if self.constrained else []
 
     def _tell(self, cand: Candidate, values: Optional[List[float]], cons: List[float]) -> None:
@@ -200,6 +212,7 @@ class _OptunaSearcher:
         self.study.tell(number, values)
 
     def _frozen(self, key: Tuple[int, ...], values: Optional[List[float]], cons: List[float]):
+        """A finished FrozenTrial of decision indices ``key`` (FAIL when ``values`` is None)."""
         optuna = _optuna()
         state = optuna.trial.TrialState
         return optuna.trial.create_trial(
