@@ -121,7 +121,10 @@ class Searcher(Protocol):
 
     ``step`` counts learning steps (``observe`` calls); ``save``/``restore``
     hold everything needed to continue exactly (weights, optimiser,
-    baseline, random state), written atomically.
+    baseline, random state), written atomically. A searcher may also define
+    ``observe_records(candidates, records)`` (the finished trial records, same
+    order); the loop then calls it instead of ``observe`` (the Optuna searchers
+    read constraint values and Pareto costs from the records' metrics).
     """
 
     step: int

@@ -18,6 +18,32 @@ def encode_batch(space: SearchSpace,
     return np.stack([v[0] for v in vectors]), np.stack([v[1] for v in vectors])
 
 
+def num_token_decisions(space: SearchSpace) -> int:
+    """T: how many of ``space.decisions()`` are token decisions (the rest are edge bits)."""
+    return len(space.encode(space.sample(np.random.default_rng(0)))[0])
+
+
+def decision_indices(space: SearchSpace, candidate: Candidate) -> Tuple[int, ...]:
+    """One choice index per decision of ``space`` (tokens then edge bits), as ints.
+
+    Returns:
+      tuple [T + A] equal to ``np.concatenate(space.encode(candidate))``.
+    """
+    return tuple(int(i) for i in np.concatenate(space.encode(candidate)))
+
+
+def candidate_of_indices(space: SearchSpace, indices: Sequence[int], num_tokens: int) -> Candidate:
+    """Inverse of ``decision_indices``; ValueError when the space rejects the vectors.
+
+    Args:
+      space: the search space.
+      indices: int [T + A], one choice index per decision.
+      num_tokens: T (``num_token_decisions(space)``).
+    """
+    idx = np.asarray(indices, np.int32)
+    return space.decode(idx[:num_tokens], idx[num_tokens:])
+
+
 class CellSpace:
     """AutoDL Design's space: two cells of ``num_nodes`` nodes, an op per node, DAG edges.
 

@@ -8,7 +8,11 @@ best-reward cell's ``test_acc_200ep``. Searchers: ``random``
 (RandomSearcher), ``evolution`` (EvolutionSearcher, regularized evolution,
 ``--population`` 10, ``--sample_size`` 3, one cell at a time) and ``rl``
 (the PARL controller through agent.space_searcher.SpaceRLSearcher with
-``nb201.NB201_CONTROLLER``, overridable with ``--controller JSON``).
+``nb201.NB201_CONTROLLER``, overridable with ``--controller JSON``) and
+``tpe`` (Optuna's TPE, ``optuna_searchers.TPE_SETTINGS``, overridable with
+``--tpe JSON``; one cell at a time; shown next to the paper's BOHB; under a
+latency bound it is told the cells' latencies, so the bound reaches it as an
+Optuna constraint, as in main.py's loop).
 
 Constrained runs (``--latency_bounds``, Raspberry Pi 4 latency in ms, hard
 mode): a cell over the bound is never trained, so it costs nothing, gets
@@ -38,8 +42,8 @@ sys.path.insert(0, ROOT)
 from autodl_design import nb201  # noqa: E402
 from autodl_design.records import atomic_write_json  # noqa: E402
 
-SEARCHERS = ("rl", "random", "evolution")
-PAPER_NAME = {"rl": "REINFORCE", "random": "random", "evolution": "REA"}
+SEARCHERS = ("rl", "random", "evolution", "tpe")
+PAPER_NAME = {"rl": "REINFORCE", "random": "random", "evolution": "REA", "tpe": "BOHB"}
 GRID_POINTS = 121
 
 _TABLE: Optional[nb201.NB201Table] = None  # the table of this worker process
@@ -49,7 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=500, help="Runs per searcher (seeds seed..).")
     p.add_argument("--searchers", default="rl,random,evolution",
-                   help="Comma-separated: rl, random, evolution.")
+                   help="Comma-separated: rl, random, evolution, tpe.")
     p.add_argument("--table", default="", help="Table file ('' = the shipped copy).")
     p.add_argument("--budget", type=float, default=12000.0, help="Simulated seconds per run.")
     p.add_argument("--bench_out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -64,6 +68,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="Reward of a cell over the bound.")
     p.add_argument("--controller", default="",
                    help="JSON overrides of nb201.NB201_CONTROLLER, e.g. '{\"learning_rate\": 0.01}'.")
+    p.add_argument("--tpe", default="",
+                   help="JSON overrides of optuna_searchers.TPE_SETTINGS, e.g. "
+                   "'{\"n_startup_trials\": 20}'.")
     p.add_argument("--population", type=int, default=10, help="Evolution population.")
     p.add_argument("--sample_size", type=int, default=3, help="Evolution tournament size.")
     p.add_argument("--max_idle_proposals", type=int, default=300,
@@ -88,7 +95,8 @@ def controller_settings(overrides: str) -> nb201.ControllerSettings:
 
 
 def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
-                  population: int, sample_size: int) -> Tuple[object, int]:
+                  population: int, sample_size: int, tpe: Dict,
+                  bound: float = 0.0) -> Tuple[object, int]:
     """(searcher, cells per proposal) for one run."""
     space = nb201.NB201Space()
     if name == "random":
@@ -97,9 +105,50 @@ def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
     if name == "evolution":
         from autodl_design.search.searchers import EvolutionSearcher
         return EvolutionSearcher(space, seed, population, sample_size), 1
+    if name == "tpe":
+        from autodl_design.config import ConstraintConfig
+        from autodl_design.search.optuna_searchers import TPESearcher
+        return TPESearcher(space, seed, ConstraintConfig(max_latency_ms=bound), **tpe), 1
     from agent.space_searcher import SpaceRLSearcher
     return (SpaceRLSearcher(space, settings.agent_config(), seed,
                             **settings.searcher_options()), settings.batch_size)
+
+
+def tpe_settings(overrides: str) -> Dict:
+    """``optuna_searchers.TPE_SETTINGS`` with the JSON ``overrides`` applied (TypeError if unknown)."""
+    from autodl_design.search.optuna_searchers import TPE_SETTINGS
+    extra = json.loads(overrides) if overrides else {}
+    unknown = sorted(set(extra) - set(TPE_SETTINGS))
+    if unknown:
+        raise TypeError("--tpe: unknown settings %s; use %s" % (unknown, sorted(TPE_SETTINGS)))
+    return dict(TPE_SETTINGS, **extra)
+
+
+class LatencyRecords:
+    """A tpe searcher under a Raspberry Pi 4 bound, told what main.py's loop tells it.
+
+    ``run_protocol`` hands rewards to ``observe``; the loop hands records, whose
+    metrics carry the latency, so the bound reaches TPE as an Optuna constraint
+    (``observe_records``). This turns the rewards into those records.
+    """
+
+    def __init__(self, searcher, table: nb201.NB201Table):
+        self.searcher = searcher
+        self.latency = table.latency_ms("raspi4")
+        self.table = table
+
+    @property
+    def step(self) -> int:
+        return self.searcher.step
+
+    def propose(self, n: int):
+        return self.searcher.propose(n)
+
+    def observe(self, cands, rewards):
+        rows = self.table.rows(np.stack([c.tokens for c in cands]))
+        self.searcher.observe_records(cands, [
+            {"status": "ok", "reward": r, "metrics": {"latency_ms": float(self.latency[row])}}
+            for r, row in zip(rewards, rows.tolist())])
 
 
 def _init_worker(table_path: str):
@@ -113,7 +162,9 @@ def one_run(task: Tuple) -> Dict:
     """Runs one (searcher, seed, bound) task in a worker; returns its figures and curve."""
     name, seed, bound, settings, args = task
     searcher, batch = make_searcher(name, seed, settings, args["population"],
-                                    args["sample_size"])
+                                    args["sample_size"], args["tpe"], bound)
+    if bound > 0 and name == "tpe":
+        searcher = LatencyRecords(searcher, _TABLE)
     t0 = time.perf_counter()
     res = nb201.run_protocol(searcher, _TABLE, batch, args["budget"], max_latency_ms=bound,
                              infeasible_reward=args["infeasible_reward"],
@@ -190,19 +241,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         table = nb201.load_table(args.table if args.table else None)
         settings = controller_settings(args.controller)
+        tpe = tpe_settings(args.tpe)
     except (ValueError, TypeError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     common = {"budget": args.budget, "infeasible_reward": args.infeasible_reward,
               "population": args.population, "sample_size": args.sample_size,
-              "max_idle_proposals": args.max_idle_proposals}
+              "max_idle_proposals": args.max_idle_proposals, "tpe": tpe}
     print("NAS-Bench-201 benchmark: %d runs per searcher, budget %.0f s, seeds %d.., %d workers, "
           "table %s" % (args.runs, args.budget, args.seed, args.workers, table.path), flush=True)
     if "rl" in args.searchers:
         print("rl controller: %s" % settings.flat(), flush=True)
+    if "tpe" in args.searchers:
+        print("tpe sampler: %s" % tpe, flush=True)
     out = {"searchers": {}, "constrained": {}, "budget_s": args.budget, "seed": args.seed,
            "table": table.path, "table_sha256": table.sha256,
-           "controller": settings.flat(),
+           "controller": settings.flat(), "tpe": tpe,
            "paper": {k: {"mean_test": m, "std_test": s}
                      for k, (m, s) in nb201.PAPER_RESULTS.items()},
            "optimum": nb201.PAPER_OPTIMUM}

@@ -162,9 +162,10 @@ def _define():
        "learning from batch s, whatever the timing: runs stay reproducible.",
        lower_bound=0)
     cf(d.DEFINE_enum, "searcher", ["rl", "random", "evolution", "tpe", "nsga2"], "Who proposes "
-       "architectures: the RL controller, uniform random sampling, regularized "
-       "evolution (baselines sharing the same trainers, critic, records and resume), "
-       "Optuna's TPE, or Optuna's NSGA-II (with --objective pareto).")
+       "architectures: the RL controller, uniform random sampling, or regularized "
+       "evolution (baselines sharing the same trainers, critic, records and resume); "
+       "tpe and nsga2: Optuna's TPE (multivariate; bounds as constraints in hard mode) and "
+       "NSGA-II (with --objective pareto: accuracy against --pareto_cost).")
     cf(d.DEFINE_integer, "population", "Regularized evolution: population size (the first "
        "--population candidates are random).", lower_bound=1)
     cf(d.DEFINE_integer, "sample_size", "Regularized evolution: tournament size.", lower_bound=1)

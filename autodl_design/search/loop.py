@@ -234,8 +234,14 @@ class Search:
             done = [by_index[i] for i in batch.indices]
             t0 = time.perf_counter()
             if self.scheduler is None or self.scheduler.learned(batch, done):
-                self.searcher.observe(batch.candidates,
-                                      [outcome.learning_reward(r) for r in done])
+                # A searcher that learns from more than the reward (constraint values, a
+                # Pareto vector: the Optuna searchers) takes the records themselves.
+                observe_records = getattr(self.searcher, "observe_records", None)
+                if observe_records is not None:
+                    observe_records(batch.candidates, done)
+                else:
+                    self.searcher.observe(batch.candidates,
+                                          [outcome.learning_reward(r) for r in done])
                 self.records.save_checkpoint(self.searcher)
             self.searcher_seconds += time.perf_counter() - t0
             self.progress.step(batch.step, done)

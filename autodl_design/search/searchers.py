@@ -220,4 +220,7 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     if kind == "evolution":
         return EvolutionSearcher(space, config.search.seed, config.search.population,
                                  config.search.sample_size)
-    raise ValueError("unknown searcher %r: use rl, random or evolution" % kind)
+    if kind in ("tpe", "nsga2"):  # Optuna's samplers (imported only for these two)
+        from autodl_design.search.optuna_searchers import make_optuna_searcher
+        return make_optuna_searcher(config, space)
+    raise ValueError("unknown searcher %r: use rl, random, evolution, tpe or nsga2" % kind)
