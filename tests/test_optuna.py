@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from autodl_design import nb201, records
+from autodl_design import critic, nb201, records
 from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataConfig,
                                   DeviceConfig, SearchConfig, TrainerConfig)
 from autodl_design.recipe import RecipeSpace, parse_decisions
@@ -290,3 +290,28 @@ def test_main_benchmark_tpe_writes_records_and_resumes_after_sigkill(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Resuming" in r.stdout and "warning" not in r.stdout
     assert comparable(log) == ts
+
+
+def test_main_nsga2_pareto_best_json_lists_the_front(tmp_path):
+    """``--searcher nsga2 --objective pareto``: best.json holds the most accurate feasible
+    record and ``pareto_front``, the critic's front of every record, by latency."""
+    log = tmp_path / "log"
+    r = main_py("--benchmark", "nb201", "--searcher", "nsga2", "--objective", "pareto",
+                "--pareto_cost", "latency", "--num_models", "40", "--seed", "1",
+                "--log_dir", str(log))
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = records.read_trials(str(log / records.TRIALS_FILE))
+    best = json.loads((log / "best.json").read_text())
+    cons = ConstraintConfig(objective="pareto", pareto_cost="latency")
+    front = critic.pareto_front(trials, cons)
+    assert len(front) >= 2
+    assert [p["index"] for p in best["pareto_front"]] == [t["index"] for t in front]
+    lat = [p["latency_ms"] for p in best["pareto_front"]]
+    acc = [p["val_accuracy"] for p in best["pareto_front"]]
+    assert lat == sorted(lat) and acc == sorted(acc)  # cheaper ones are less accurate
+    for p in best["pareto_front"]:
+        assert not any(critic.dominates(critic.objective_vector(t, cons),
+                                        (p["val_accuracy"], p["latency_ms"]))
+                       for t in trials if t["status"] == "ok")
+    assert best["index"] == max((t for t in trials if t["status"] == "ok"),
+                                key=lambda t: (t["reward"], -t["index"]))["index"]

@@ -33,14 +33,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from autodl_design import records
+from autodl_design import critic, records
 from autodl_design.config import Config, ConstraintConfig
 from autodl_design.interfaces import Candidate, SearchSpace
 from autodl_design.search import outcome
 from autodl_design.spaces import candidate_of_indices, decision_indices, num_token_decisions
 
 MAX_INVALID = 100  # rejected trials in a row before propose gives up
-PARETO_COSTS = {"latency": "latency_ms", "params": "params", "flops": "flops"}
+PARETO_COSTS = critic.COST_METRICS  # cost name -> metric (one table, the critic's)
 CONSTRAINTS_KEY = "constraints"  # Optuna's system attribute holding a trial's constraint values
 # --searcher tpe's sampler settings (the tries are in docs/nb201.md) and NSGA-II's generation size.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "group": False,
@@ -329,10 +329,8 @@ def pareto_cost(config: Config) -> str:
     Raises:
       ValueError: the objective is not pareto or no cost is named.
     """
-    # --objective/--pareto_cost are defined with the critic's Pareto functions; until then
-    # a config without them is refused with the same message as an unset cost.
-    cost = getattr(config.constraints, "pareto_cost", "")
-    if getattr(config.constraints, "objective", "") != "pareto" or not cost:
+    cost = config.constraints.pareto_cost
+    if config.constraints.objective != "pareto" or not cost:
         raise ValueError("--searcher nsga2 needs --objective pareto and --pareto_cost "
                          "latency|params|flops")
     return cost

@@ -11,7 +11,7 @@ import os
 import shutil
 from typing import Callable, Dict, Optional
 
-from autodl_design import records
+from autodl_design import critic, records
 from autodl_design.config import Config
 from autodl_design.interfaces import Searcher
 from autodl_design.search.errors import SearchError
@@ -187,15 +187,29 @@ class RunRecords:
             raise disk_error("a trial record", self._trials.path, e) from None
         self.state.add(d)
         self._remember(d)
-        if self.state.best is d:
+        pareto = self.config.constraints.objective == "pareto"
+        if self.state.best is d or (pareto and self.state.best is not None):
             try:
-                records.write_best(self.log_dir, d)
+                records.write_best(self.log_dir, self._best_json())
             except OSError as e:
                 raise disk_error("the best record", os.path.join(self.log_dir, records.BEST_FILE),
                                  e) from None
         if self._tb is not None:
             self._scalars(d)
         return d
+
+    def _best_json(self) -> Dict:
+        """best.json: the best record; with ``--objective pareto`` also ``pareto_front``,
+        the non-dominated feasible records (``critic.pareto_front``), by cost."""
+        best = self.state.best
+        if self.config.constraints.objective != "pareto":
+            return best
+        front = critic.pareto_front(self.state.records, self.config.constraints)
+        cost = critic.COST_METRICS[self.config.constraints.pareto_cost]
+        return dict(best, pareto_front=[
+            {"index": r["index"], "arch_hash": r["arch_hash"], "arch": r["arch"],
+             "val_accuracy": r["metrics"]["val_accuracy"], cost: r["metrics"][cost]}
+            for r in front])
 
     def _scalars(self, record: Dict) -> None:
         i = record["index"]
