@@ -79,7 +79,7 @@ def test_successive_halving_promotes_the_best_third_and_continues_their_training
     assert os.listdir(tmp_path / "log" / "rungs") == []
 
 
-@pytest.mark.parametrize("searcher", ["random", "evolution", "rl"])
+@pytest.mark.parametrize("searcher", ["random", "evolution", "rl", "tpe"])
 def test_hyperband_is_the_same_search_on_one_or_two_workers(tmp_path, searcher):
     got = []
     for k, devices in enumerate((("cpu",), ("cpu", "cpu"))):

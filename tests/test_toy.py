@@ -81,10 +81,10 @@ def test_a_searched_cell_peaks_on_the_target_op():
         toy.toy_accuracy(best, recipe.Recipe.from_dict({"width_mult": 1}), decisions, ops)
 
 
-@pytest.mark.parametrize("searcher", ["random", "evolution", "rl"])
+@pytest.mark.parametrize("searcher", ["random", "evolution", "rl", "tpe"])
 def test_searchers_reach_the_toy_optimum(tmp_path, searcher):
-    """Seeds 0, 1 and 2: random search, evolution (population 4, tournament 2) and
-    the controller (rl, its recipe heads after the fixed cell) reach the enumerated
+    """Seeds 0, 1 and 2: random search, evolution (population 4, tournament 2), the
+    controller (rl, its recipe heads after the fixed cell) and TPE reach the enumerated
     optimum of the 18-candidate space within 30 evaluations
     (measured: first reached at evaluation 5, 1 and 15 by random search, 5, 1 and
     12 by evolution)."""
