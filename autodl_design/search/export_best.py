@@ -59,13 +59,14 @@ def run(final: FinalExport, config: Config, log: Callable[[str], None]) -> int:
         log("export_best: no feasible candidate, nothing exported")
         return 0
     with open(best, encoding="utf-8") as f:
-        arch, recipe = split_candidate(json.load(f)["arch"])  # the recipe found, if searched
+        best_record = json.load(f)
+    arch, recipe = split_candidate(best_record["arch"])  # the recipe found, if searched
     _, data = single.load_data(config.data)
     trainer_config, data = single.scaled(config, recipe, all_chunks(data))  # at its resolution
     trainer_config = dataclasses.replace(trainer_config, early_stop=final.final_epochs)
     use_device(config.devices.trainer_devices[0])
     log("export_best: retraining the best candidate (%s) for %d epochs on all %d training "
-        "images ..." % (arch.hash()[:12], final.final_epochs, len(data.train_images)))
+        "images ..." % (best_record["arch_hash"][:12], final.final_epochs, len(data.train_images)))
     result, model = train.fit(arch, trainer_config, data, seed=config.search.seed)
     if result["status"] != "ok":
         log("export_best: retraining failed: %s" % result["reason"])
