@@ -64,6 +64,11 @@ class SpaceRLSearcher:
       unique: ``propose`` resamples (at most ``unique_tries`` batches) so
         that a batch holds no candidate proposed before.
       unique_tries: see ``unique``.
+      learn_batch: 0 = one update per observed batch; n > 0 = the learned-from
+        candidates (reward not None) of observed batches are gathered until
+        there are at least n, then one update uses them all (so that a batch
+        whose candidates mostly were not learned from, e.g. over a hard
+        bound with reward None, still makes a full-sized update).
       device: where the controller runs ('cpu' or 'gpu:N').
 
     Failed candidates (reward None) are left out of the update; a batch in
@@ -75,7 +80,7 @@ class SpaceRLSearcher:
     def __init__(self, space: SearchSpace, agent_config: AgentConfig, seed: int,
                  advantage: str = "baseline", reward_scale: float = 1.0, ppo_epochs: int = 1,
                  ppo_clip: float = 0.2, unique: bool = False, unique_tries: int = 20,
-                 device: str = "cpu"):
+                 learn_batch: int = 0, device: str = "cpu"):
         if advantage not in ADVANTAGES:
             raise ValueError("unknown advantage %r: use %s" % (advantage, ", ".join(ADVANTAGES)))
         if ppo_epochs < 1:
@@ -88,6 +93,8 @@ class SpaceRLSearcher:
         self.ppo_clip = float(ppo_clip)
         self.unique = bool(unique)
         self.unique_tries = int(unique_tries)
+        self.learn_batch = int(learn_batch)
+        self.pending: List[List] = []  # [tokens list, adjvec list, reward] gathered (learn_batch)
         self.seen = set()
         self.history: List[float] = []
         self.losses: List[float] = []
@@ -118,11 +125,28 @@ class SpaceRLSearcher:
 
     def observe(self, candidates: Sequence[Candidate], rewards: Sequence[Optional[float]]):
         keep = [k for k, r in enumerate(rewards) if r is not None]
+        if self.learn_batch > 0:
+            if keep:
+                tokens, adjvec = encode_batch(self.space, [candidates[k] for k in keep])
+                self.pending.extend([t.tolist(), a.tolist(), float(rewards[k])]
+                                    for t, a, k in zip(tokens, adjvec, keep))
+            if len(self.pending) < self.learn_batch:
+                self.agent.step += 1  # a step (an observed batch) without an update
+                return
+            tokens = np.asarray([p[0] for p in self.pending], np.int32)
+            adjvec = np.asarray([p[1] for p in self.pending], np.int32).reshape(len(tokens), -1)
+            self._learn(tokens, adjvec, [p[2] for p in self.pending])
+            self.pending = []
+            return
         if not keep:
             self.agent.step += 1
             return
         tokens, adjvec = encode_batch(self.space, [candidates[k] for k in keep])
-        r = self.reward_scale * np.asarray([rewards[k] for k in keep], np.float64)
+        self._learn(tokens, adjvec, [rewards[k] for k in keep])
+
+    def _learn(self, tokens: np.ndarray, adjvec: np.ndarray, rewards: Sequence[float]):
+        """One update (REINFORCE or ``ppo_epochs`` clipped steps) on tokens [B, T], adjvec [B, A]."""
+        r = self.reward_scale * np.asarray(rewards, np.float64)
         if self.advantage == "baseline":
             adv = self.agent.update_baseline(r)
         elif self.advantage == "quantile":
@@ -146,7 +170,8 @@ class SpaceRLSearcher:
     def save(self, folder: str):
         self.agent.save(os.path.join(folder, "agent"))
         records.atomic_write_json(os.path.join(folder, self.STATE_FILE),
-                                  {"seen": sorted(self.seen), "history": self.history})
+                                  {"seen": sorted(self.seen), "history": self.history,
+                                   "pending": self.pending})
 
     def restore(self, folder: str):
         self.agent.restore(os.path.join(folder, "agent"))
@@ -154,3 +179,4 @@ class SpaceRLSearcher:
             state = json.load(f)
         self.seen = set(state["seen"])
         self.history = list(state["history"])
+        self.pending = list(state.get("pending", []))  # written since learn_batch exists

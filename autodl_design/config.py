@@ -138,6 +138,7 @@ class SearchConfig:
     retrain_top: int = 5         # one-shot: candidates retrained from scratch
     oneshot_epochs: int = 6      # one-shot: epochs over the training split
     controller_steps: int = 5    # enas: controller steps after every epoch
+    warmup_epochs: int = 0       # enas: first epochs on uniformly sampled subnetworks, no controller steps
     arch_learning_rate: float = 3e-3  # darts: Adam learning rate of the architecture
     # Search decisions beyond the cell (--search_space FILE.json, autodl_design/recipe.py):
     # the file's parsed content (recipe.space_to_dict), {} = only the cell is searched.

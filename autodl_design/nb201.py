@@ -423,16 +423,43 @@ class ProtocolResult:
         return self.best_row >= 0
 
 
+INFEASIBLE_RULES: Tuple[str, ...] = ("constant", "batch_min", "violation", "soft")
+
+
+def _infeasible_rewards(rewards: List[Optional[float]], over: List[float], rule: str,
+                        infeasible_reward: Optional[float]) -> List[Optional[float]]:
+    """The round's rewards with those of cells over the bound (``over[k]`` > 0) filled in.
+
+    ``over[k]`` is ``latency / bound - 1`` for a cell over the bound, 0 for a
+    feasible one (whose reward is already in ``rewards``); see ``run_protocol``.
+    """
+    if rule == "constant" or infeasible_reward is None:
+        return [infeasible_reward if o > 0 else r for r, o in zip(rewards, over)]
+    if rule == "violation":
+        return [infeasible_reward - o if o > 0 else r for r, o in zip(rewards, over)]
+    ok = [r for r, o in zip(rewards, over) if o <= 0]
+    low = (min(ok) if ok else infeasible_reward) - 0.01  # batch_min
+    return [low if o > 0 else r for r, o in zip(rewards, over)]
+
+
 def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float = 12000.0,
                  max_latency_ms: float = 0.0, latency_device: str = "raspi4",
-                 infeasible_reward: float = 0.0, max_idle_proposals: int = 300) -> ProtocolResult:
+                 infeasible_reward: Optional[float] = 0.0, max_idle_proposals: int = 300,
+                 infeasible_rule: str = "constant", soft_beta: float = -0.07) -> ProtocolResult:
     """Runs one searcher under NAS-Bench-201's protocol (simulated time budget).
 
     Each round the searcher proposes ``batch_size`` cells; in order, each is:
 
-    * over the latency bound (hard mode; ``max_latency_ms`` > 0): reward
-      ``infeasible_reward``, no cost (a real search never trains it) and
-      never the answer;
+    * over the latency bound (hard mode; ``max_latency_ms`` > 0): no cost (a
+      real search never trains it), never the answer, and a reward by
+      ``infeasible_rule``: "constant": ``infeasible_reward`` (None: not
+      learned from, like a failed cell); "batch_min": the round's lowest
+      feasible reward - 0.01 (``infeasible_reward`` - 0.01 when it has
+      none); "violation": ``infeasible_reward - (latency / bound - 1)``;
+      "soft" (MnasNet's soft constraint): the cell is trained like a
+      feasible one (it costs its time) and its reward is ``val_acc_12ep /
+      100 * (latency / bound) ** soft_beta``, but it still is never the
+      answer;
     * evaluated before in this run: its reward again, no cost (reuse);
     * new: costs ``12 * train_s_per_epoch + val_eval_s`` simulated seconds
       and returns ``val_acc_12ep / 100``; a cell that would overrun the
@@ -449,19 +476,25 @@ def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float =
       budget_s: simulated seconds (the paper: 12,000).
       max_latency_ms: latency bound on ``latency_device`` (0 = none).
       latency_device: ``raspi4`` or ``eyeriss``.
-      infeasible_reward: the reward of a cell over the bound.
+      infeasible_reward: see ``infeasible_rule``.
       max_idle_proposals: ends a run whose searcher proposed this many
         free (repeated or infeasible) cells in a row; ``stalled`` says it
         happened.
+      infeasible_rule: one of ``INFEASIBLE_RULES`` (above).
+      soft_beta: the exponent of the "soft" rule.
 
     Returns:
       A ProtocolResult.
     """
+    if infeasible_rule not in INFEASIBLE_RULES:
+        raise ValueError("unknown infeasible_rule %r: use %s"
+                         % (infeasible_rule, ", ".join(INFEASIBLE_RULES)))
     val = table.columns["val_acc_12ep"]
     test = table.columns["test_acc_200ep"]
     cost = table.cost_s
-    feasible = (np.ones(len(table), bool) if max_latency_ms <= 0
-                else table.latency_ms(latency_device) <= max_latency_ms)
+    over = (np.zeros(len(table)) if max_latency_ms <= 0
+            else np.maximum(table.latency_ms(latency_device) / max_latency_ms - 1.0, 0.0))
+    soft = infeasible_rule == "soft"
     evaluated = set()
     spent, proposals, idle = 0.0, 0, 0
     best_row, best_val = -1, -np.inf
@@ -473,12 +506,12 @@ def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float =
             break
         cands = searcher.propose(batch_size)
         rows = table.rows(np.stack([c.tokens for c in cands]))
-        rewards: List[float] = []
+        rewards: List[Optional[float]] = []
         for row in rows.tolist():
             proposals += 1
             idle += 1
-            if not feasible[row]:
-                rewards.append(infeasible_reward)
+            if over[row] > 0 and not soft:
+                rewards.append(None)
                 continue
             if row not in evaluated:
                 if spent + cost[row] > budget_s:
@@ -487,11 +520,17 @@ def run_protocol(searcher, table: NB201Table, batch_size: int, budget_s: float =
                 spent += cost[row]
                 idle = 0
                 evaluated.add(row)
-                if val[row] > best_val:
+                if over[row] <= 0 and val[row] > best_val:
                     best_row, best_val = row, val[row]
                 curve_t.append(spent)
-                curve_test.append(test[best_row])
-            rewards.append(val[row] / 100.0)
+                curve_test.append(test[best_row] if best_row >= 0 else np.nan)
+            rewards.append(val[row] / 100.0 * (1.0 + over[row]) ** (soft_beta if over[row] > 0
+                                                                    else 0.0))
+        if soft:
+            over_round = [0.0] * len(rewards)
+        else:
+            over_round = over[rows[:len(rewards)]].tolist()
+        rewards = _infeasible_rewards(rewards, over_round, infeasible_rule, infeasible_reward)
         if rewards:
             searcher.observe(cands[:len(rewards)], rewards)
     return ProtocolResult(
@@ -529,6 +568,11 @@ class ControllerSettings:
       unique: resample (up to ``unique_tries`` batches) so a batch holds no
         cell proposed before in this run.
       unique_tries: see ``unique``.
+      learn_batch: 0 = one update per proposed batch; n > 0 = an update once
+        n learned-from rewards are gathered (``SpaceRLSearcher``).
+      skip_infeasible: cells over a hard bound are not learned from (reward
+        None, like a failed cell) instead of getting the infeasible reward
+        (``run_protocol``'s ``infeasible_reward=None``); not a searcher option.
     """
     agent: Dict[str, Any] = dataclasses.field(default_factory=dict)
     advantage: str = "baseline"
@@ -537,6 +581,8 @@ class ControllerSettings:
     ppo_clip: float = 0.2
     unique: bool = False
     unique_tries: int = 20
+    learn_batch: int = 0
+    skip_infeasible: bool = False
 
     def __post_init__(self):
         unknown = sorted(set(self.agent) - set(AGENT_FIELDS))
@@ -562,13 +608,14 @@ class ControllerSettings:
     def searcher_options(self) -> Dict[str, Any]:
         """Keyword arguments of ``agent.space_searcher.SpaceRLSearcher`` besides the AgentConfig."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "agent"}
+                if f.name not in ("agent", "skip_infeasible")}
 
     def flat(self) -> Dict[str, Any]:
         """Every setting in one dict (AgentConfig's controller fields included)."""
         c = self.agent_config()
         out = {k: getattr(c, k) for k in AGENT_FIELDS}
         out.update(self.searcher_options())
+        out["skip_infeasible"] = self.skip_infeasible
         return out
 
 
@@ -577,3 +624,7 @@ DEFAULT_CONTROLLER = ControllerSettings()
 # The tuned settings (docs/nb201.md).
 NB201_CONTROLLER = ControllerSettings(agent={"learning_rate": 0.03}, advantage="rank",
                                       ppo_epochs=8)
+# The tuned settings under a hard latency bound (docs/nb201.md, "Constrained levers"): learn
+# only from feasible cells, a full batch of them per update, no repeated proposals.
+NB201_CONSTRAINED_CONTROLLER = NB201_CONTROLLER.replace(unique=True, learn_batch=10,
+                                                        skip_infeasible=True)

@@ -18,9 +18,16 @@ Constrained runs (``--latency_bounds``, Raspberry Pi 4 latency in ms, hard
 mode): a cell over the bound is never trained, so it costs nothing, gets
 ``--infeasible_reward`` and can never be the answer; reported as the mean
 regret to the exact constrained optimum and the share of runs whose answer
-is feasible (a run that found no feasible cell has no answer).
+is feasible (a run that found no feasible cell has no answer). rl runs there
+with ``nb201.NB201_CONSTRAINED_CONTROLLER`` (``--constrained_controller JSON``
+overrides it), which learns only from feasible cells (reward None for the
+others, whatever ``--infeasible_reward``). ``--infeasible_rule`` tries other
+rewards for infeasible cells (``nb201.run_protocol``).
 
     .venv/bin/python benchmarks/bench_nb201.py --runs 500
+
+``--runs 0`` runs the constrained rows only; ``--update`` keeps the rows of
+``--bench_out`` that a command does not re-run.
 
 Prints tables, writes JSON (default benchmarks/results/nb201.json) and a PNG
 of test accuracy against simulated time next to it.
@@ -64,13 +71,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="Raspberry Pi 4 latency bounds (ms) of the constrained runs; '' = none.")
     p.add_argument("--constrained_runs", type=int, default=-1,
                    help="Runs per searcher and bound (-1 = --runs).")
-    p.add_argument("--infeasible_reward", type=float, default=0.0,
-                   help="Reward of a cell over the bound.")
+    p.add_argument("--infeasible_reward", default="0",
+                   help="Reward of a cell over the bound ('none': not learned from, like a "
+                   "failed cell).")
+    p.add_argument("--infeasible_rule", default="constant", choices=nb201.INFEASIBLE_RULES,
+                   help="How a cell over the bound is rewarded (nb201.run_protocol).")
+    p.add_argument("--soft_beta", type=float, default=-0.07,
+                   help="Exponent of --infeasible_rule soft (MnasNet).")
+    p.add_argument("--update", action="store_true",
+                   help="Keep the rows of --bench_out that this command does not run "
+                   "(e.g. re-run only the constrained rows of one searcher).")
     p.add_argument("--controller", default="",
                    help="JSON overrides of nb201.NB201_CONTROLLER, e.g. '{\"learning_rate\": 0.01}'.")
     p.add_argument("--tpe", default="",
                    help="JSON overrides of optuna_searchers.TPE_SETTINGS, e.g. "
                    "'{\"n_startup_trials\": 20}'.")
+    p.add_argument("--constrained_controller", default="",
+                   help="JSON overrides of nb201.NB201_CONSTRAINED_CONTROLLER, rl's settings in "
+                   "the constrained runs (e.g. '{\"skip_infeasible\": false}').")
     p.add_argument("--population", type=int, default=10, help="Evolution population.")
     p.add_argument("--sample_size", type=int, default=3, help="Evolution tournament size.")
     p.add_argument("--max_idle_proposals", type=int, default=300,
@@ -82,16 +100,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if unknown or not args.searchers:
         p.error("--searchers: unknown %s; use %s" % (unknown, ",".join(SEARCHERS)))
     args.latency_bounds = [float(b) for b in args.latency_bounds.split(",") if b]
+    try:
+        args.infeasible_reward = (None if args.infeasible_reward.lower() == "none"
+                                  else float(args.infeasible_reward))
+    except ValueError:
+        p.error("--infeasible_reward: %r is not a number or 'none'" % args.infeasible_reward)
+    if args.runs < 0:
+        p.error("--runs must be >= 0 (0: constrained runs only)")
     if args.constrained_runs < 0:
         args.constrained_runs = args.runs
     return args
 
 
-def controller_settings(overrides: str) -> nb201.ControllerSettings:
-    """``NB201_CONTROLLER`` with the JSON ``overrides`` applied."""
+def controller_settings(overrides: str, base: nb201.ControllerSettings = nb201.NB201_CONTROLLER
+                        ) -> nb201.ControllerSettings:
+    """``base`` (default ``NB201_CONTROLLER``) with the JSON ``overrides`` applied."""
     if not overrides:
-        return nb201.NB201_CONTROLLER
-    return nb201.NB201_CONTROLLER.replace(**json.loads(overrides))
+        return base
+    return base.replace(**json.loads(overrides))
 
 
 def make_searcher(name: str, seed: int, settings: nb201.ControllerSettings,
@@ -167,8 +193,10 @@ def one_run(task: Tuple) -> Dict:
         searcher = LatencyRecords(searcher, _TABLE)
     t0 = time.perf_counter()
     res = nb201.run_protocol(searcher, _TABLE, batch, args["budget"], max_latency_ms=bound,
-                             infeasible_reward=args["infeasible_reward"],
-                             max_idle_proposals=args["max_idle_proposals"])
+                             infeasible_reward=(None if name == "rl" and settings.skip_infeasible
+                                                else args["infeasible_reward"]),
+                             max_idle_proposals=args["max_idle_proposals"],
+                             infeasible_rule=args["infeasible_rule"], soft_beta=args["soft_beta"])
     grid = np.linspace(0.0, args["budget"], GRID_POINTS)
     k = np.searchsorted(res.curve_t, grid, side="right") - 1
     curve = np.where(k >= 0, res.curve_test[np.maximum(k, 0)] if len(res.curve_test) else np.nan,
@@ -207,6 +235,18 @@ def write(path: str, out: Dict):
     atomic_write_json(path, out)
 
 
+def merge_base(path: str, fresh: Dict) -> Dict:
+    """``fresh`` on top of the results already in ``path`` (``--update``): rows not re-run stay."""
+    with open(path) as f:
+        old = json.load(f)
+    # seed, budget and controller stay those of the unconstrained rows kept (constrained rows
+    # carry their own seed and settings)
+    old.update({k: fresh[k] for k in ("table", "table_sha256", "paper", "optimum")})
+    old.setdefault("searchers", {})
+    old.setdefault("constrained", {})
+    return old
+
+
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else "%.2f" % x
 
@@ -242,16 +282,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         table = nb201.load_table(args.table if args.table else None)
         settings = controller_settings(args.controller)
         tpe = tpe_settings(args.tpe)
+        constrained_settings = controller_settings(args.constrained_controller,
+                                                   nb201.NB201_CONSTRAINED_CONTROLLER)
     except (ValueError, TypeError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
     common = {"budget": args.budget, "infeasible_reward": args.infeasible_reward,
+              "infeasible_rule": args.infeasible_rule, "soft_beta": args.soft_beta,
               "population": args.population, "sample_size": args.sample_size,
               "max_idle_proposals": args.max_idle_proposals, "tpe": tpe}
     print("NAS-Bench-201 benchmark: %d runs per searcher, budget %.0f s, seeds %d.., %d workers, "
           "table %s" % (args.runs, args.budget, args.seed, args.workers, table.path), flush=True)
     if "rl" in args.searchers:
         print("rl controller: %s" % settings.flat(), flush=True)
+        if args.latency_bounds:
+            print("rl controller under a bound: %s" % constrained_settings.flat(), flush=True)
     if "tpe" in args.searchers:
         print("tpe sampler: %s" % tpe, flush=True)
     out = {"searchers": {}, "constrained": {}, "budget_s": args.budget, "seed": args.seed,
@@ -260,14 +305,19 @@ def main(argv: Optional[List[str]] = None) -> int:
            "paper": {k: {"mean_test": m, "std_test": s}
                      for k, (m, s) in nb201.PAPER_RESULTS.items()},
            "optimum": nb201.PAPER_OPTIMUM}
+    if args.update and os.path.exists(args.bench_out):
+        out = merge_base(args.bench_out, out)
     curves = {}
     wall = {}
-    for name in args.searchers:
+    for name in (args.searchers if args.runs > 0 else []):
         tasks = [(name, args.seed + r, 0.0, settings, common) for r in range(args.runs)]
         t0 = time.time()
         rows = run_tasks(tasks, args.workers, args.table)
         wall[name] = time.time() - t0
         out["searchers"][name] = dict(summarise(rows), wall_seconds=wall[name])
+        out.update(seed=args.seed, budget_s=args.budget)
+        if name == "rl":
+            out["controller"] = settings.flat()
         write(args.bench_out, out)
         curves[name] = np.stack([r["curve"] for r in rows])
         s = out["searchers"][name]
@@ -277,7 +327,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print("| searcher | runs | test acc (%) mean +- std | evaluations per run | paper (500 runs) |")
     print("|---|---|---|---|---|")
-    for name in args.searchers:
+    for name in (args.searchers if args.runs > 0 else []):
         s = out["searchers"][name]
         pm, ps = nb201.PAPER_RESULTS[PAPER_NAME[name]]
         print("| %s | %d | %.2f +- %.2f | %.1f | %s %.2f +- %.2f |" % (
@@ -288,9 +338,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for bound in args.latency_bounds:
         _, optimum = table.best_test(bound, "raspi4")
         key = "raspi4_latency_ms<=%g" % bound
-        entry = {"bound_ms": bound, "optimum_test": optimum, "searchers": {}}
+        entry = out["constrained"].get(key, {"searchers": {}})
+        entry.update(bound_ms=bound, optimum_test=optimum)
         for name in args.searchers:
-            tasks = [(name, args.seed + r, bound, settings, common)
+            tasks = [(name, args.seed + r, bound, constrained_settings, common)
                      for r in range(args.constrained_runs)]
             rows = run_tasks(tasks, args.workers, args.table)
             s = summarise(rows)
@@ -298,6 +349,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             s["feasible_share"] = len(feasible) / len(rows)
             s["mean_regret"] = (float(np.mean([optimum - r["test"] for r in feasible]))
                                 if feasible else None)
+            s.update(seed=args.seed, infeasible_rule=args.infeasible_rule,
+                     infeasible_reward=(None if name == "rl" and constrained_settings.skip_infeasible
+                                        else args.infeasible_reward))
+            if args.infeasible_rule == "soft":
+                s["soft_beta"] = args.soft_beta
+            if name == "rl":
+                s["controller"] = constrained_settings.flat()
             entry["searchers"][name] = s
         out["constrained"][key] = entry
         write(args.bench_out, out)
@@ -314,9 +372,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                          100 * s["feasible_share"], s["mean_evals"]))
     write(args.bench_out, out)
     png = os.path.splitext(args.bench_out)[0] + ".png"
-    if not args.no_plot:
+    if args.no_plot or not curves:
+        png = ""
+    else:
         plot(curves, args.budget, png)
-    print("wrote %s%s" % (args.bench_out, "" if args.no_plot else " and %s" % png))
+    print("wrote %s%s" % (args.bench_out, " and %s" % png if png else ""))
     return 0
 
 

@@ -34,7 +34,8 @@ CONFIG_FLAGS: Dict[str, Tuple[str, str]] = {
     **{k: ("search", k) for k in (
         "max_time", "log_dir", "resume", "seed", "lookahead", "searcher", "population",
         "sample_size", "early_termination", "tensorboard_dir", "cull_start_epoch",
-        "method", "retrain_top", "oneshot_epochs", "controller_steps", "arch_learning_rate")},
+        "method", "retrain_top", "oneshot_epochs", "controller_steps", "arch_learning_rate",
+        "warmup_epochs")},
     **{k: ("constraints", k) for k in (
         "max_params", "max_flops", "max_latency_ms", "max_memory_mb", "soft_alpha",
         "soft_beta", "infeasible_reward")},
@@ -60,7 +61,8 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
     "final_epochs", "method", "retrain_top", "oneshot_epochs", "controller_steps",
-    "arch_learning_rate", "search_space", "evaluator", "scheduler", "min_epochs", "eta")
+    "arch_learning_rate", "search_space", "evaluator", "scheduler", "min_epochs", "eta",
+    "warmup_epochs")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -290,8 +292,14 @@ def _define():
        "training split.", lower_bound=1)
     cf(d.DEFINE_integer, "controller_steps", "enas: controller steps (--batch_size "
        "candidates each) after every supernet epoch.", lower_bound=1)
+    cf(d.DEFINE_integer, "warmup_epochs", "enas: the first epochs train the supernet on "
+       "uniformly sampled subnetworks, without controller steps (< --oneshot_epochs).",
+       lower_bound=0)
     cf(d.DEFINE_float, "arch_learning_rate", "darts: Adam learning rate of the architecture "
        "parameters.", lower_bound=0)
+    d.register_multi_flags_validator(
+        ["warmup_epochs", "oneshot_epochs"], lambda f: f["warmup_epochs"] < f["oneshot_epochs"],
+        "--warmup_epochs must be less than --oneshot_epochs")
     d.register_multi_flags_validator(
         ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
         "--method darts has its own searcher (architecture parameters): leave --searcher "

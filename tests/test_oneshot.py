@@ -252,6 +252,7 @@ def test_damaged_checkpoint_on_resume_is_one_line_and_records_intact(tiny_fmnist
 @pytest.mark.parametrize("extra,message", [
     (["--method=enas", "--retrain_top=0"], "retrain_top"),
     (["--method=darts", "--searcher=random"], "--method darts has its own searcher"),
+    (["--method=enas", "--warmup_epochs=6"], "--warmup_epochs must be less than --oneshot_epochs"),
 ])
 def test_bad_flags_are_one_line_exit_2(tmp_path, extra, message):
     r = main_py("--log_dir", str(tmp_path / "log"), *extra)
@@ -302,6 +303,28 @@ def test_enas_reward_goes_through_the_critic(tiny_fmnist, tmp_path):
     assert v.status == "ok" and 0 <= acc <= 1
     assert reward == pytest.approx(acc * metrics["params"] ** -0.07)
     assert acc == soft.accuracy(arch, x, y)
+
+
+@needs_fmnist
+def test_enas_warmup_trains_uniform_subnetworks_without_controller_steps(tiny_fmnist, tmp_path):
+    import dataclasses
+    from autodl_design.search.oneshot import Enas
+    from trainer.data import load_dataset
+    config = _config(tiny_fmnist, str(tmp_path), "enas")
+    config = dataclasses.replace(config, search=dataclasses.replace(
+        config.search, oneshot_epochs=2, warmup_epochs=1, controller_steps=2))
+    engine = Enas(config, load_dataset(tiny_fmnist), lambda line: None)
+    weights = {k: v.numpy().copy() for k, v in engine.agent.alg.model.state_dict().items()}
+    supernet = {k: v.numpy().copy() for k, v in engine.net.state_dict().items()}
+    entry = engine.train_epoch()  # epoch 1: warm-up
+    assert engine.agent.step == 0 and np.isfinite(entry["train_loss"])
+    assert all(np.array_equal(v.numpy(), weights[k])
+               for k, v in engine.agent.alg.model.state_dict().items())
+    assert any(not np.array_equal(v.numpy(), supernet[k])
+               for k, v in engine.net.state_dict().items())
+    engine.epoch = 1
+    engine.train_epoch()  # epoch 2: the controller learns
+    assert engine.agent.step == 2
 
 
 @needs_fmnist

@@ -61,6 +61,9 @@ def check_config(config: Config) -> None:
                          "rl, got %r" % s.searcher)
     if s.oneshot_epochs < 1 or s.controller_steps < 1:
         raise ValueError("--oneshot_epochs and --controller_steps must be >= 1")
+    if not 0 <= s.warmup_epochs < s.oneshot_epochs:
+        raise ValueError("--warmup_epochs must be in [0, --oneshot_epochs), got %d (epochs %d)"
+                         % (s.warmup_epochs, s.oneshot_epochs))
 
 
 class OneShot:
@@ -294,14 +297,25 @@ class Enas(OneShot):
                                             config.devices.trainer_devices[0])
 
     def train_epoch(self) -> Dict:
+        """One epoch of weight steps, then the controller steps (none while warming up).
+
+        During the first ``warmup_epochs`` each minibatch trains a subnetwork
+        drawn uniformly from the cell space, and the controller only
+        samples (its candidates are scored for the progress line, not
+        learned from).
+        """
+        warm = self.epoch < self.config.search.warmup_epochs
+        if warm:
+            from autodl_design.spaces import CellSpace
+            space = CellSpace(self.num_nodes, self.ops)
         losses = []
         for b in range(self.steps_per_epoch):
-            arch = self.agent.sample(1).archs[0]
+            arch = space.sample(self.rng) if warm else self.agent.sample(1).archs[0]
             loss, _ = self.weight_step(lambda x, a=arch: self.net(x, a),
                                        self.epoch * self.steps_per_epoch + b)
             losses.append(loss)
         accs, rewards, best = [], [], (-1.0, None)
-        for _ in range(self.config.search.controller_steps):
+        for _ in range(1 if warm else self.config.search.controller_steps):
             sample = self.agent.sample()
             x, y = self.val_minibatch()
             scored = [self.judge(a, x, y) for a in sample.archs]
@@ -313,7 +327,7 @@ class Enas(OneShot):
                     accs.append(m["val_accuracy"])
                 if r > best[0]:
                     best = (r, sample.archs[k].to_dict())
-            if keep:
+            if keep and not warm:
                 self.agent.learn_from_rewards(sample.tokens[keep], sample.adjvec[keep],
                                               np.asarray([scored[k][0] for k in keep]))
         return {"train_loss": float(np.mean(losses)),
