@@ -1,5 +1,6 @@
 """NAS-Bench-201 under a latency bound: the protocol's rewards for infeasible cells, the controller's
 gathered updates, the benchmark's constrained settings, and the protocol against the search loop."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -158,3 +159,36 @@ def test_main_py_random_search_evaluates_the_protocols_cells_and_one_more(table,
         assert sum(table.cost_s[loop_rows[:-1]]) <= 12000 < sum(table.cost_s[loop_rows])
         best = json.loads((log / "best.json").read_text())["metrics"]["nb201_index"]
         assert best == (loop_rows[-1] if val[loop_rows[-1]] > res.val_acc else res.best_row)
+
+
+def test_main_py_rl_under_a_bound_learns_from_feasible_cells_only(tmp_path):
+    """``--benchmark nb201 --max_latency_ms`` gives rl NB201_CONSTRAINED_CONTROLLER: over-bound
+    cells (and their repeats) are not learned from, and updates wait for learn_batch rewards."""
+    from autodl_design.config import ConstraintConfig
+    from autodl_design.search import searchers
+    from tests.test_search import make_config
+    config = make_config(tmp_path, searcher="rl")
+    config = dataclasses.replace(config, search=dataclasses.replace(config.search,
+                                                                    benchmark="nb201"))
+    free = searchers.make_searcher(config)
+    assert not isinstance(free, searchers.FeasibleOnly) and free.learn_batch == 0
+    bounded = dataclasses.replace(config, constraints=ConstraintConfig(max_latency_ms=8.0))
+    s = searchers.make_searcher(bounded)
+    assert isinstance(s, searchers.FeasibleOnly)
+    assert s.searcher.learn_batch == nb201.NB201_CONSTRAINED_CONTROLLER.learn_batch == 10
+    cands = s.propose(4)
+    recs = [{"status": "infeasible", "feasible": False, "reward": 0.0},
+            {"status": "duplicate", "feasible": False, "reward": 0.0},
+            {"status": "ok", "feasible": True, "reward": 0.8},
+            {"status": "failed", "feasible": True, "reward": None}]
+    s.observe_records(cands, recs)
+    assert s.step == 1 and len(s.searcher.pending) == 1  # only the feasible trained cell
+    log = tmp_path / "log"
+    r = subprocess.run([sys.executable, "main.py", "--benchmark", "nb201", "--max_latency_ms",
+                        "8", "--max_time", "4000", "--seed", "2", "--log_dir", str(log)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = records.read_trials(str(log / "trials.jsonl"))
+    assert any(t["status"] == "infeasible" for t in trials)
+    best = json.loads((log / "best.json").read_text())
+    assert best["feasible"] is True and best["metrics"]["latency_ms"] <= 8.0

@@ -22,6 +22,7 @@ import numpy as np
 from autodl_design import nb201, recipe, records
 from autodl_design.config import AgentConfig, Config
 from autodl_design.interfaces import Candidate, Searcher, SearchSpace
+from autodl_design.search import outcome
 from autodl_design.spaces import CellSpace, encode_batch
 
 
@@ -192,12 +193,44 @@ def recipe_space(config: Config) -> recipe.RecipeSpace:
 
 def nb201_rl_searcher(space: SearchSpace, seed: int, device: str,
                       settings=NB201_RL_SETTINGS) -> Searcher:
-    """The controller on NAS-Bench-201: ``SpaceRLSearcher`` with ``settings`` (ControllerSettings)."""
+    """The controller on NAS-Bench-201: ``SpaceRLSearcher`` with ``settings`` (ControllerSettings);
+    with ``settings.skip_infeasible`` it learns from feasible cells only (``FeasibleOnly``)."""
     from agent.space_searcher import SpaceRLSearcher  # imports Paddle and PARL
-    return SpaceRLSearcher(space, settings.agent_config(), seed, advantage=settings.advantage,
-                           reward_scale=settings.reward_scale, ppo_epochs=settings.ppo_epochs,
-                           ppo_clip=settings.ppo_clip, unique=settings.unique,
-                           unique_tries=settings.unique_tries, device=device)
+    searcher = SpaceRLSearcher(space, settings.agent_config(), seed, device=device,
+                               **settings.searcher_options())
+    return FeasibleOnly(searcher) if settings.skip_infeasible else searcher
+
+
+class FeasibleOnly:
+    """A searcher that learns only from feasible candidates: a candidate over a hard bound
+    (or a repeat of one) gets reward None, as a failed one, instead of the infeasible reward.
+
+    The loop hands it the records (``observe_records``); everything else is the
+    wrapped searcher's.
+    """
+
+    def __init__(self, searcher: Searcher):
+        self.searcher = searcher
+
+    @property
+    def step(self) -> int:
+        return self.searcher.step
+
+    def propose(self, n: int) -> List[Candidate]:
+        return self.searcher.propose(n)
+
+    def observe(self, candidates: Sequence[Candidate], rewards: Sequence[Optional[float]]):
+        self.searcher.observe(candidates, rewards)
+
+    def observe_records(self, candidates: Sequence[Candidate], recs: Sequence[dict]):
+        self.searcher.observe(candidates, [None if r["feasible"] is False
+                                           else outcome.learning_reward(r) for r in recs])
+
+    def save(self, folder: str):
+        self.searcher.save(folder)
+
+    def restore(self, folder: str):
+        self.searcher.restore(folder)
 
 
 def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Searcher:
@@ -208,7 +241,11 @@ def make_searcher(config: Config, space: Optional[SearchSpace] = None) -> Search
     if kind == "random":
         return RandomSearcher(space, config.search.seed)
     if kind == "rl" and config.search.benchmark:
-        return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device)
+        # Under a hard bound the controller learns from feasible cells only (docs/nb201.md).
+        bounded = config.constraints.mode == "hard" and config.constraints.bounds()
+        return nb201_rl_searcher(space, config.search.seed, config.devices.agent_device,
+                                 nb201.NB201_CONSTRAINED_CONTROLLER if bounded
+                                 else NB201_RL_SETTINGS)
     if kind == "rl":
         if isinstance(space, recipe.RecipeSpace):
             # The controller over the space's own layout (recipe tokens after the
