@@ -316,7 +316,7 @@ def _define_search_space():
                     "weight_decay, optimizer, batch_size, grad_clip, dropout), each a list of "
                     "choices, and \"cell\": \"search\" or a fixed architecture; see README "
                     "\"Searching the recipe\" and examples/*.json. Empty = only the cell is "
-                    "searched. Random search and evolution only, for now.")
+                    "searched. Every searcher (rl, random, evolution, tpe) covers the decisions.")
     _config_flag(d.DEFINE_enum, "evaluator", ["trainer", "toy"], "trainer: train every "
                  "candidate on the data; toy: a cheap synthetic objective with a known optimum "
                  "(autodl_design/toy.py; no data, no training) to try searchers in seconds.")
