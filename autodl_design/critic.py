@@ -552,6 +552,43 @@ def hypervolume(vectors: Sequence[Sequence[float]], reference: Sequence[float]) 
     return area
 
 
+def pareto_order(vectors: Sequence[Sequence[float]]) -> List[int]:
+    """Positions of objective vectors, best first, as NSGA-II ranks them.
+
+    By non-dominated rank (0 = the front, 1 = the front once the first is
+    removed, ...; ``dominates``), then crowding distance within the rank
+    (larger first: the ends of a rank get infinity, an inner vector the sum
+    over both objectives of its neighbours' gap divided by the rank's range),
+    then position.
+
+    Args:
+      vectors: [n] (accuracy, cost) pairs (``objective_vector``).
+
+    Returns:
+      list [n]: a permutation of ``range(n)``.
+    """
+    n = len(vectors)
+    rank, remaining, r = [0] * n, set(range(n)), 0
+    while remaining:
+        front = [i for i in remaining
+                 if not any(dominates(vectors[j], vectors[i]) for j in remaining)]
+        for i in front:
+            rank[i] = r
+        remaining -= set(front)
+        r += 1
+    crowd = [0.0] * n
+    for level in range(r):
+        members = [i for i in range(n) if rank[i] == level]
+        for m in range(2):
+            members.sort(key=lambda i: (vectors[i][m], i))
+            span = vectors[members[-1]][m] - vectors[members[0]][m]
+            crowd[members[0]] = crowd[members[-1]] = math.inf
+            for a, i, b in zip(members, members[1:], members[2:]):
+                if span > 0:
+                    crowd[i] += (vectors[b][m] - vectors[a][m]) / span
+    return sorted(range(n), key=lambda i: (rank[i], -crowd[i], i))
+
+
 def describe_objective(constraints: ConstraintConfig) -> str:
     """What "best" means, in one line, e.g. ``"minimise params within the bounds; accuracy
     floor: val_accuracy >= 0.8"`` or ``"maximise validation accuracy; accuracy floor: none"``."""

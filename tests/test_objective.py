@@ -327,3 +327,38 @@ def test_the_report_names_the_objective_and_lists_the_pareto_front(tmp_path):
     section = text.split("## Pareto front: validation accuracy against params")[1]
     rows = [l for l in section.splitlines() if l.startswith("| ") and l[2].isdigit()]
     assert [int(l.split("|")[1]) for l in rows] == [t["index"] for t in front]
+
+
+def test_pareto_order_by_hand():
+    """Ranks: a (0.9, 5), b (0.8, 2), c (0.7, 1) are the front; d (0.8, 4) is dominated by
+    b (as accurate, cheaper) and e (0.6, 3) by b and c: rank 1. Crowding on the front: a and
+    c are its ends (inf), b is inner (1 + 1 = 2); in rank 1 both d and e are ends."""
+    vectors = [(0.8, 4.0), (0.9, 5.0), (0.6, 3.0), (0.8, 2.0), (0.7, 1.0)]  # d a e b c
+    order = critic.pareto_order(vectors)
+    assert order[:3] == [1, 4, 3]  # ends a, c (inf, by position), then b
+    assert set(order[3:]) == {0, 2} and order[3:] == [0, 2]  # both ends: by position
+    # Crowding inside one rank by hand: four points on a line, ranges 3 (acc) and 3 (cost):
+    # inner ones (0.2, 1) and (0.3, 2) crowd (0.3-0.1)/0.3 + (2-0)/3 = 1.333 and
+    # (0.4-0.2)/0.3 + (3-1)/3 = 1.333: tie -> position.
+    line = [(0.1, 0.0), (0.3, 2.0), (0.2, 1.0), (0.4, 3.0)]
+    assert critic.pareto_order(line) == [0, 3, 1, 2]
+    uneven = [(0.1, 0.0), (0.15, 0.5), (0.3, 2.0), (0.4, 3.0)]
+    # (0.15,0.5): (0.3-0.1)/0.3 + (2-0)/3 = 1.333; (0.3,2): (0.4-0.15)/0.3 + (3-0.5)/3 = 1.667
+    assert critic.pareto_order(uneven) == [0, 3, 2, 1]
+    assert critic.pareto_order([]) == []
+
+
+def test_hyperband_with_pareto_promotes_by_rank_then_crowding():
+    """``schedulers.promoted`` under --objective pareto: the front before the dominated,
+    its ends before its middle; under accuracy by reward."""
+    from autodl_design.search.schedulers import promoted
+    cons = c(objective="pareto", pareto_cost="params")
+
+    def rec(i, acc, params):
+        return {"index": i, "status": "ok", "reward": acc, "feasible": True,
+                "metrics": {"val_accuracy": acc, "params": params}}
+    rs = [rec(0, 0.8, 4.0), rec(1, 0.9, 5.0), rec(2, 0.6, 3.0), rec(3, 0.8, 2.0),
+          rec(4, 0.7, 1.0), dict(rec(5, 0.95, 1.0), status="failed", reward=None)]
+    assert [r["index"] for r in promoted(rs, 2, cons)] == [1, 4]
+    assert [r["index"] for r in promoted(rs, 4, cons)] == [1, 4, 3, 0]
+    assert [r["index"] for r in promoted(rs, 2, c())] == [1, 0]

@@ -158,3 +158,26 @@ def test_a_twin_reuses_only_a_result_of_the_same_epochs(tmp_path):
                 assert prior["rung"]["epochs"] != t["rung"]["epochs"] or prior["status"] != "ok" \
                     or prior["rung"]["rung"] > 0
         seen.setdefault(t["arch_hash"], []).append(t)
+
+
+def test_successive_halving_with_a_pareto_objective_promotes_the_front(tmp_path):
+    """--objective pareto --pareto_cost params: a rung's promoted candidates are the first of
+    ``critic.pareto_order`` over (accuracy, params), not the most accurate."""
+    from autodl_design import critic
+    config = sched_config(tmp_path / "log")
+    config = dataclasses.replace(config, constraints=dataclasses.replace(
+        config.constraints, objective="pareto", pareto_cost="params"))
+    code, trials, _ = run(config)
+    assert code == 0
+    first = [t for t in trials if t["rung"]["bracket"] == 0]
+    differs = False
+    for k, n in ((1, 3), (2, 1)):
+        below = sorted((t for t in first if t["rung"]["rung"] == k - 1 and t["status"] == "ok"),
+                       key=lambda t: t["index"])
+        chosen = {t["rung"]["continues"] for t in first if t["rung"]["rung"] == k}
+        order = critic.pareto_order([critic.objective_vector(t, config.constraints)
+                                     for t in below])
+        assert chosen == {below[i]["index"] for i in order[:n]}
+        by_reward = sorted(below, key=lambda t: (-t["reward"], t["index"]))[:n]
+        differs |= chosen != {t["index"] for t in by_reward}
+    assert differs  # the fake trainer's params and accuracy disagree somewhere

@@ -2,7 +2,8 @@
 
 A bracket starts ``n`` candidates the searcher proposes (one batch, the
 searcher learns from it as from any batch, with its rewards at the first
-rung's epochs) and promotes the best ``1/eta`` of each rung (by reward,
+rung's epochs) and promotes the best ``1/eta`` of each rung (by reward, or
+with ``--objective pareto`` by non-dominated rank then crowding distance;
 trained candidates only) to the next rung, ``eta`` times the epochs, up to
 ``max_epochs`` (``trainer.early_stop``). A promoted candidate is a new
 evaluation (a new index and record) that continues from the weights and
@@ -26,7 +27,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from autodl_design.config import SCHEDULERS, Config
+from autodl_design import critic
+from autodl_design.config import SCHEDULERS, Config, ConstraintConfig
 from autodl_design.interfaces import Searcher, SearchSpace
 from autodl_design.search.outcome import learning_reward
 from autodl_design.search.pending import Batch
@@ -71,9 +73,20 @@ def state_path(log_dir: str, index: int) -> str:
     return os.path.join(log_dir, STATE_DIR, "%d.state" % index)
 
 
-def promoted(records: Sequence[Dict], n: int) -> List[Dict]:
-    """The ``n`` best trained records of a rung (reward, then index); fewer if fewer trained."""
-    trained = [r for r in records if r["status"] == "ok" and learning_reward(r) is not None]
+def promoted(records: Sequence[Dict], n: int,
+             constraints: Optional[ConstraintConfig] = None) -> List[Dict]:
+    """The ``n`` best trained records of a rung; fewer if fewer trained.
+
+    Best: by reward, then index; with ``constraints.objective`` pareto by
+    non-dominated rank of (accuracy, cost), then crowding distance, then
+    index (``critic.pareto_order``: multi-objective early stopping).
+    """
+    trained = sorted((r for r in records
+                      if r["status"] == "ok" and learning_reward(r) is not None),
+                     key=lambda r: r["index"])
+    if constraints is not None and constraints.objective == "pareto":
+        order = critic.pareto_order([critic.objective_vector(r, constraints) for r in trained])
+        return [trained[i] for i in order[:n]]
     return sorted(trained, key=lambda r: (-r["reward"], r["index"]))[:n]
 
 
@@ -90,6 +103,7 @@ class BracketScheduler:
         self.eta = config.search.eta
         self.epochs = rung_epochs(config.search.min_epochs, config.trainer.early_stop, self.eta)
         self.log_dir = os.path.abspath(config.search.log_dir)  # workers may have another cwd
+        self.constraints = config.constraints  # how a rung's best are told (promoted)
         self.space = space
         self.next_bracket = 0
         self.known: Set[Tuple[int, int]] = set()  # (bracket, rung) opened or queued
@@ -163,7 +177,7 @@ class BracketScheduler:
         plan = self.plan(bracket)
         if k + 1 >= len(plan) or (bracket, k + 1) in self.known:
             return
-        best = promoted(done, plan[k + 1][0])
+        best = promoted(done, plan[k + 1][0], self.constraints)
         keep = {r["index"] for r in best}
         for r in done:
             if r["index"] not in keep:
