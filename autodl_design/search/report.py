@@ -86,14 +86,11 @@ def _plt():
 
 
 def pareto_front(points: Sequence[tuple]) -> List[int]:
-    """Indices of points (cost, accuracy) not dominated by another (lower cost, higher acc)."""
-    order = sorted(range(len(points)), key=lambda k: (points[k][0], -points[k][1]))
-    front, best = [], -math.inf
-    for k in order:
-        if points[k][1] > best:
-            front.append(k)
-            best = points[k][1]
-    return front
+    """Indices of the points (cost, accuracy) no other point dominates (``critic.dominates``:
+    the critic's one rule), by cost; equal points are all kept."""
+    vectors = [(p[1], p[0]) for p in points]  # the critic's (accuracy, cost)
+    front = [k for k, v in enumerate(vectors) if not any(critic.dominates(u, v) for u in vectors)]
+    return sorted(front, key=lambda k: (points[k][0], -points[k][1], k))
 
 
 def plot_progress(trials: List[Dict], path: str, simulated: bool = False):
