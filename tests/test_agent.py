@@ -30,12 +30,30 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def lstm_layers(model: ControllerModel):
+    """(W_ih, W_hh, b_ih + b_hh) per LSTM layer of ``model``, float64."""
+    w = {name: p.numpy().astype(np.float64) for name, p in model.named_parameters()}
+    return [(w["lstm.weight_ih_l%d" % k], w["lstm.weight_hh_l%d" % k],
+             w["lstm.bias_ih_l%d" % k] + w["lstm.bias_hh_l%d" % k])
+            for k in range(model.num_layers)]
+
+
+def lstm_step(layers, x, hs, cs):
+    """One step of the stacked LSTM: updates hs, cs (lists of [H]) in place; returns the top h."""
+    inp = x
+    for k, (w_ih, w_hh, b) in enumerate(layers):
+        g = w_ih @ inp + w_hh @ hs[k] + b        # gates i, f, g, o
+        i, f, gg, o = np.split(g, 4)
+        cs[k] = _sigmoid(f) * cs[k] + _sigmoid(i) * np.tanh(gg)
+        hs[k] = _sigmoid(o) * np.tanh(cs[k])
+        inp = hs[k]
+    return inp
+
+
 class NumpyController:
     def __init__(self, model: ControllerModel):
         w = {name: p.numpy().astype(np.float64) for name, p in model.named_parameters()}
-        self.layers = [(w["lstm.weight_ih_l%d" % k], w["lstm.weight_hh_l%d" % k],
-                        w["lstm.bias_ih_l%d" % k] + w["lstm.bias_hh_l%d" % k])
-                       for k in range(model.num_layers)]
+        self.layers = lstm_layers(model)
         self.token_w, self.token_b = w["token_w"], w["token_b"][:, 0]
         self.adj_w, self.adj_b = w["adj_w"], w["adj_b"][:, 0]
         self.n, self.k, self.h = model.num_nodes, model.num_tokens, model.hidden_size
@@ -43,14 +61,7 @@ class NumpyController:
         self.t, self.c = model.temperature, model.tanh_constant
 
     def _lstm(self, x, hs, cs):
-        inp = x
-        for k, (w_ih, w_hh, b) in enumerate(self.layers):
-            g = w_ih @ inp + w_hh @ hs[k] + b        # gates i, f, g, o
-            i, f, gg, o = np.split(g, 4)
-            cs[k] = _sigmoid(f) * cs[k] + _sigmoid(i) * np.tanh(gg)
-            hs[k] = _sigmoid(o) * np.tanh(cs[k])
-            inp = hs[k]
-        return inp
+        return lstm_step(self.layers, x, hs, cs)
 
     def _squash(self, raw):
         return np.tanh(raw / self.t) * self.c

@@ -13,6 +13,7 @@ from autodl_design.config import (AgentConfig, Config, ConstraintConfig, DataCon
 from autodl_design.recipe import RecipeSpace, parse_decisions
 from autodl_design.search import searchers
 from autodl_design.spaces import CellSpace
+from tests.test_agent import _sigmoid, lstm_layers, lstm_step
 
 OPS = ("conv_1x1", "conv_3x3", "maxpool_3x3", "avgpool_3x3")
 # 3 x 2 x 3 recipes: fewer choices than the 4 ops.
@@ -43,16 +44,10 @@ def fixed_space(recipe=None) -> RecipeSpace:
 # model's description: token t is a softmax over its first c_t outputs only.
 # ---------------------------------------------------------------------------
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 class NumpyLayoutController:
     def __init__(self, model: ControllerModel):
         w = {name: p.numpy().astype(np.float64) for name, p in model.named_parameters()}
-        self.layers = [(w["lstm.weight_ih_l%d" % k], w["lstm.weight_hh_l%d" % k],
-                        w["lstm.bias_ih_l%d" % k] + w["lstm.bias_hh_l%d" % k])
-                       for k in range(model.num_layers)]
+        self.layers = lstm_layers(model)
         self.token_w, self.token_b = w["token_w"], w["token_b"][:, 0]
         if model.num_bits:
             self.adj_w, self.adj_b = w["adj_w"], w["adj_b"][:, 0]
@@ -61,13 +56,7 @@ class NumpyLayoutController:
         self.d = max(model.num_tokens, max(self.groups))
 
     def _lstm(self, x, hs, cs):
-        inp = x
-        for k, (w_ih, w_hh, b) in enumerate(self.layers):
-            i, f, g, o = np.split(w_ih @ inp + w_hh @ hs[k] + b, 4)
-            cs[k] = _sigmoid(f) * cs[k] + _sigmoid(i) * np.tanh(g)
-            hs[k] = _sigmoid(o) * np.tanh(cs[k])
-            inp = hs[k]
-        return inp
+        return lstm_step(self.layers, x, hs, cs)
 
     def run(self, tokens=None, adjvec=None, u_tokens=None, u_adj=None):
         """(tokens, adjvec, log_prob, entropy) of one candidate, teacher-forced or sampled."""

@@ -17,14 +17,10 @@ from trainer import evaluate, metrics, train
 from trainer import latency_table as lt
 from trainer.data import Dataset
 from trainer.network import build_network
+from tests.conftest import FMNIST, ROOT, needs_fmnist
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FMNIST = "/usr/share/datasets/fashion-mnist"
-needs_fmnist = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")),
-    reason="real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 # stem 3x3 (1 -> 4) -> normal cell (4 -> 4, nodes at 2) -> reduction cell (4 -> 8, nodes at 4)
 TINY = cfg.TrainerConfig(width=4, num_stages=2, num_cells=1, ratio=2, early_stop=1,
                          train_batch_size=32, latency_repeats=2)
