@@ -7,7 +7,8 @@ from autodl_design.search import compare
 from tests.test_report import nontrivial_png
 from tests.test_search import ROOT, make_config, run
 
-REPORT = [sys.executable, "-m", "autodl_design.search.report", "--compare"]
+REPORT = [sys.executable, "-m", "autodl_design.report", "--compare"]  # the issue's command
+LONG_REPORT = [sys.executable, "-m", "autodl_design.search.report", "--compare"]
 
 
 def two_searches(tmp_path):
@@ -31,6 +32,18 @@ def test_compare_writes_one_png_and_one_table(tmp_path):
     assert len(rows) == 2 and "| random | none | 8 |" in rows[0]
     assert "| evolution | none | 8 |" in rows[1]
     assert "](compare.png)" in md and rows[0] in r.stdout
+
+
+def test_both_command_names_write_the_same_comparison(tmp_path):
+    """``python -m autodl_design.report`` is ``python -m autodl_design.search.report``."""
+    dirs = two_searches(tmp_path)
+    outs = []
+    for command, out in ((REPORT, tmp_path / "short"), (LONG_REPORT, tmp_path / "long")):
+        r = subprocess.run(command + dirs + ["--out", str(out)], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        outs.append((out / "compare.md").read_text())
+    assert outs[0] == outs[1] and "| rand" in outs[0]
 
 
 def test_running_best_is_the_best_feasible_reward_so_far(tmp_path):
