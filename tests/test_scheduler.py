@@ -42,6 +42,16 @@ def rungs_of(trials):
     return {t["index"]: t for t in trials}
 
 
+def test_cycle_cost_counts_each_brackets_candidates_and_only_the_extra_epochs():
+    # by hand, rungs 1/3/8, eta 3: hyperband brackets 9@1 -> 3@3 -> 1@8 (9 + 3*2 + 1*5 = 20
+    # epochs), 5@3 -> 1@8 (15 + 5 = 20), 3@8 (24): 17 candidates, 64 epochs
+    assert schedulers.cycle_cost("hyperband", [1, 3, 8], 3) == (17, 64)
+    assert schedulers.cycle_cost("successive_halving", [1, 3, 8], 3) == (9, 20)
+    # rungs 1/3/9/27: 27@1 .. 1@27 (27+18+18+18), 12@3 -> 4@9 -> 1@27 (36+24+18),
+    # 6@9 -> 2@27 (54+36), 4@27 (108): 49 candidates, 357 epochs
+    assert schedulers.cycle_cost("hyperband", [1, 3, 9, 27], 3) == (49, 357)
+
+
 def test_successive_halving_promotes_the_best_third_and_continues_their_training(tmp_path):
     code, trials, out = run(sched_config(tmp_path / "log"))
     assert code == 0

@@ -68,6 +68,25 @@ def bracket_plan(kind: str, bracket: int, epochs: Sequence[int], eta: int
     return [(max(1, n // eta ** i), epochs[s_max - s + i]) for i in range(s + 1)]
 
 
+def cycle_cost(kind: str, epochs: Sequence[int], eta: int) -> Tuple[int, int]:
+    """(candidates, epochs trained) of one cycle of brackets, promotions continuing.
+
+    A cycle is one bracket for successive halving, ``s_max + 1`` for Hyperband;
+    a promoted candidate trains only its extra epochs. Plain evaluation trains
+    ``epochs[-1]`` per candidate, so ``epochs[-1] * candidates / trained`` is
+    how many times plain's candidates the scheduler can evaluate in the same
+    time (before the per-candidate overheads). E.g. hyperband over (1, 3, 8)
+    with eta 3 -> (17, 64), about 2.1x; successive halving -> (9, 20), 3.6x.
+    """
+    brackets = 1 if kind == "successive_halving" else len(epochs)
+    candidates = trained = 0
+    for b in range(brackets):
+        plan = bracket_plan(kind, b, epochs, eta)
+        candidates += plan[0][0]
+        trained += sum(n * (e - (plan[k - 1][1] if k else 0)) for k, (n, e) in enumerate(plan))
+    return candidates, trained
+
+
 def state_path(log_dir: str, index: int) -> str:
     """Where evaluation ``index`` saves its weights and optimizer state for a promotion."""
     return os.path.join(log_dir, STATE_DIR, "%d.state" % index)
