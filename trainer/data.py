@@ -399,36 +399,9 @@ def write_dataset(output: str, chunks: Sequence[Tuple[np.ndarray, np.ndarray]],
     Raises:
       DatasetError: bad arrays, or ``output`` holds a different dataset.
     """
-    if len(chunks) < 2:
-        raise DatasetError("%s: need at least 2 chunks (train + validation), got %d"
-                           % (output, len(chunks)))
     num_classes = len(class_names)
-    shape = None
-    for images, labels in list(chunks) + [test]:
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise DatasetError("%s: images must be uint8 [n, H, W, C], got %s %s"
-                               % (output, images.dtype, list(images.shape)))
-        if shape is None:
-            shape = images.shape[1:]
-        if images.shape[1:] != shape or labels.shape != (images.shape[0],):
-            raise DatasetError("%s: inconsistent image or label shapes" % output)
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise DatasetError("%s: labels outside 0..%d" % (output, num_classes - 1))
-    train = [c[0] for c in chunks[:-1]]
-    count = sum(x.shape[0] for x in train)
-    if count == 0:
-        raise DatasetError("%s: the training chunks are empty" % output)
-    channels = shape[2]
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    for x in train:
-        flat = x.reshape(-1, channels).astype(np.float64) / 255.0
-        total += flat.sum(axis=0)
-        total_sq += np.square(flat).sum(axis=0)
-    pixels = count * shape[0] * shape[1]
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
-    std[std < 1e-6] = 1.0  # constant channel: nothing to scale
+    shape = _check_arrays(output, chunks, test, num_classes)
+    mean, std = _channel_stats(output, [c[0] for c in chunks[:-1]])
     named = [("chunk_%d.npz" % i, "train" if i < len(chunks) - 1 else "val", c)
              for i, c in enumerate(chunks)] + [(TEST_FILE, "test", test)]
 
@@ -443,13 +416,7 @@ def write_dataset(output: str, chunks: Sequence[Tuple[np.ndarray, np.ndarray]],
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(output) + ".tmp-", dir=parent)
     done = False
     try:
-        files = []
-        for name, split, (images, labels) in named:
-            fpath = os.path.join(tmp, name)
-            _write_npz(fpath, {"images": images, "labels": labels.astype(np.int64)})
-            files.append({"name": name, "split": split, "count": int(images.shape[0]),
-                          "per_class": np.bincount(labels, minlength=num_classes).tolist(),
-                          "sha256": records.sha256_file(fpath)})
+        files = _write_files(tmp, named, num_classes)
         manifest = {
             "format": FORMAT, "source": source, "input": input_path,
             "class_names": list(class_names), "num_classes": num_classes,
@@ -474,6 +441,67 @@ def write_dataset(output: str, chunks: Sequence[Tuple[np.ndarray, np.ndarray]],
                     os.rmdir(d)
                 except OSError:
                     break
+
+
+def _check_arrays(output: str, chunks: Sequence[Tuple[np.ndarray, np.ndarray]],
+                  test: Tuple[np.ndarray, np.ndarray], num_classes: int) -> Tuple[int, ...]:
+    """Checks the chunks and the test split of ``write_dataset``; returns the image shape (H, W, C).
+
+    Raises:
+      DatasetError: fewer than 2 chunks, non-uint8 or non-[n, H, W, C] images,
+        shapes that differ, or labels outside ``0..num_classes - 1``.
+    """
+    if len(chunks) < 2:
+        raise DatasetError("%s: need at least 2 chunks (train + validation), got %d"
+                           % (output, len(chunks)))
+    shape = None
+    for images, labels in list(chunks) + [test]:
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise DatasetError("%s: images must be uint8 [n, H, W, C], got %s %s"
+                               % (output, images.dtype, list(images.shape)))
+        if shape is None:
+            shape = images.shape[1:]
+        if images.shape[1:] != shape or labels.shape != (images.shape[0],):
+            raise DatasetError("%s: inconsistent image or label shapes" % output)
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DatasetError("%s: labels outside 0..%d" % (output, num_classes - 1))
+    return shape
+
+
+def _channel_stats(output: str, train: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std [C] of the training images (uint8 [n, H, W, C]) scaled to 0..1.
+
+    Raises:
+      DatasetError: the training chunks are empty.
+    """
+    count = sum(x.shape[0] for x in train)
+    if count == 0:
+        raise DatasetError("%s: the training chunks are empty" % output)
+    channels = train[0].shape[3]
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    for x in train:
+        flat = x.reshape(-1, channels).astype(np.float64) / 255.0
+        total += flat.sum(axis=0)
+        total_sq += np.square(flat).sum(axis=0)
+    pixels = count * train[0].shape[1] * train[0].shape[2]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - np.square(mean), 0.0))
+    std[std < 1e-6] = 1.0  # constant channel: nothing to scale
+    return mean, std
+
+
+def _write_files(tmp: str, named: Sequence[Tuple[str, str, Tuple[np.ndarray, np.ndarray]]],
+                 num_classes: int) -> List[Dict]:
+    """Writes each (file name, split, (images, labels)) into ``tmp``; their manifest entries."""
+    files = []
+    for name, split, (images, labels) in named:
+        fpath = os.path.join(tmp, name)
+        _write_npz(fpath, {"images": images, "labels": labels.astype(np.int64)})
+        files.append({"name": name, "split": split, "count": int(images.shape[0]),
+                      "per_class": np.bincount(labels, minlength=num_classes).tolist(),
+                      "sha256": records.sha256_file(fpath)})
+    return files
 
 
 def _install(tmp: str, output: str, manifest: Dict) -> str:
