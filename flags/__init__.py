@@ -85,16 +85,37 @@ def _config_flag(define, name: str, *args, **kwargs):
 
 
 def _define():
+    """Defines every flag of the project, section by section."""
     d = absl_flags
     cf = _config_flag
-    # ---------------- data ----------------
+    _define_data(d, cf)
+    _define_agent(d, cf)
+    _define_trainer(d, cf)
+    _define_search(d, cf)
+    _define_constraints(d, cf)
+    _define_objective(d, cf)
+    _define_devices(d, cf)
+    _define_benchmark(d, cf)
+    _define_export(d, cf)
+    _register_validators(d)
+    _define_gpu(d, cf)
+    _define_oneshot(d, cf)
+    _define_search_space()
+    _define_scheduler(d, cf)
+
+
+def _define_data(d, cf) -> None:
+    """Flags of the dataset."""
     cf(d.DEFINE_string, "data_path", "Dataset folder made by dataset_maker.py; empty = the "
        "embedded default (real Fashion-MNIST, prepared on first use).")
     d.DEFINE_integer("images_per_class", None, _size_help(
         "Images of each class over all 10 chunks of the embedded default dataset (AutoDL "
         "Design's chunk_size; 9 chunks train, 1 validates).", "images_per_class"),
         lower_bound=1)
-    # ---------------- agent ----------------
+
+
+def _define_agent(d, cf) -> None:
+    """Flags of the controller (agent/)."""
     cf(d.DEFINE_integer, "num_nodes", "Nodes per cell (AutoDL Design: 10).", lower_bound=2)
     d.DEFINE_list("ops", parse_ops(cfg.default("agent", "ops")), "Op subset the controller "
                   "chooses from; the number of tokens is its length (AutoDL Design's "
@@ -114,7 +135,10 @@ def _define():
        lower_bound=0)
     cf(d.DEFINE_enum, "advantage", ["identity", "cube"], "Advantage from reward r and "
        "baseline b: r - b, or AutoDL Design's (r - b)^3.")
-    # ---------------- trainer ----------------
+
+
+def _define_trainer(d, cf) -> None:
+    """Flags of the trainer and its network sizes."""
     d.DEFINE_enum("preset", "auto", ["auto", "cpu", "gpu"], "Size preset for the network and "
                   "search budget: auto = gpu when Paddle sees a GPU, else cpu. Every size flag "
                   "given explicitly overrides the preset.")
@@ -142,7 +166,10 @@ def _define():
     cf(d.DEFINE_integer, "latency_batch", "Batch size of the latency measurement.", lower_bound=1)
     d.DEFINE_integer("latency_repeats", None, _size_help("Timed runs of the latency "
                      "measurement (after warm-up).", "latency_repeats"), lower_bound=1)
-    # ---------------- search ----------------
+
+
+def _define_search(d, cf) -> None:
+    """Flags of the search loop and its searchers."""
     d.DEFINE_integer("num_models", None, _size_help("Evaluations in the search.", "num_models"),
                      lower_bound=1)
     cf(d.DEFINE_float, "max_time", "Stop the search after this many seconds (0 = no limit; "
@@ -178,7 +205,10 @@ def _define():
        "validation accuracy, best reward per evaluation) to this folder.")
     cf(d.DEFINE_integer, "cull_start_epoch", "First epoch at which --early_termination=median "
        "may stop a candidate.", lower_bound=1)
-    # ---------------- constraints ----------------
+
+
+def _define_constraints(d, cf) -> None:
+    """Flags of the bounds and the critic's modes."""
     cf(d.DEFINE_float, "max_params", "Bound on parameters (0 = none).", lower_bound=0)
     cf(d.DEFINE_float, "max_flops", "Bound on multiply-adds per image (0 = none).", lower_bound=0)
     cf(d.DEFINE_float, "max_latency_ms", "Bound on inference latency in ms (0 = none).",
@@ -196,7 +226,10 @@ def _define():
     cf(d.DEFINE_float, "soft_beta", "Soft mode exponent when a metric is over its bound.")
     cf(d.DEFINE_float, "infeasible_reward", "Reward of an infeasible candidate: over a bound "
        "(hard mode) or, once trained, under --min_accuracy (both modes).")
-    # ---------------- accuracy floor and objective (autodl_design/critic.py) ----------------
+
+
+def _define_objective(d, cf) -> None:
+    """Flags of the accuracy floor and the objective (autodl_design/critic.py)."""
     cf(d.DEFINE_float, "min_accuracy", "Floor on validation accuracy in [0, 1] (0 = none): a "
        "trained candidate under it is infeasible, in both constraint modes.",
        lower_bound=0, upper_bound=1)
@@ -206,7 +239,10 @@ def _define():
        "accuracy against --pareto_cost.")
     cf(d.DEFINE_enum, "pareto_cost", [""] + list(critic.COST_METRICS), "With --objective "
        "pareto: the cost traded against accuracy.")
-    # ---------------- devices ----------------
+
+
+def _define_devices(d, cf) -> None:
+    """Flags of the devices, local workers and Ray."""
     d.DEFINE_string("agent_device", None, "Device of the controller: cpu or gpu:N "
                     "(default: gpu:0 when Paddle sees a GPU, else cpu).")
     d.DEFINE_string("trainer_devices", None, "Comma list of trainer devices, one worker "
@@ -234,7 +270,10 @@ def _define():
        "failed (a local worker that dies fails its candidate at once).", lower_bound=0)
     cf(d.DEFINE_float, "trial_timeout", "Seconds a candidate may run before its worker is "
        "killed and replaced (0 = no limit).", lower_bound=0)
-    # ---------------- benchmark ----------------
+
+
+def _define_benchmark(d, cf) -> None:
+    """Flags of a --benchmark run (NAS-Bench-201)."""
     cf(d.DEFINE_enum, "benchmark", [""] + list(cfg.BENCHMARKS), "nb201: search NAS-Bench-201's "
        "cell space (CIFAR-10) by table look-up through the same loop, records, resume, "
        "constraints and report; --max_time then counts simulated seconds (each evaluated cell "
@@ -245,7 +284,10 @@ def _define():
     cf(d.DEFINE_enum, "latency_device", list(nb201.LATENCY_DEVICES), "With --benchmark "
        "nb201: whose measured latency --max_latency_ms bounds (HW-NAS-Bench's Raspberry Pi 4 "
        "or Eyeriss).")
-    # ---------------- export ----------------
+
+
+def _define_export(d, cf) -> None:
+    """Flags of --export_best."""
     d.DEFINE_string("export_best", "", "main.py: after the search, retrain the best candidate "
                     "for --final_epochs on all chunks and export it to this folder (Paddle "
                     "inference model, ONNX checked with onnxruntime, standalone model.py); must "
@@ -253,6 +295,9 @@ def _define():
     d.DEFINE_integer("final_epochs", 20, "Epochs of the retraining done by --export_best.",
                      lower_bound=1)
 
+
+def _register_validators(d) -> None:
+    """Validators of single flags and of flags across sections."""
     d.register_validator("agent_device", _valid_device_or_none,
                          "must be 'cpu' or 'gpu:N'")
     d.register_validator("trainer_devices", _valid_device_list_or_none,
@@ -270,7 +315,10 @@ def _define():
     d.register_multi_flags_validator(
         ["lr_max", "lr_min"], lambda f: f["lr_min"] <= f["lr_max"],
         "--lr_min must not exceed --lr_max")
-    # ---------------- GPU ----------------
+
+
+def _define_gpu(d, cf) -> None:
+    """Flags of GPU trainers."""
     cf(d.DEFINE_float, "gpus_per_trainer", "With --cluster ray: GPUs per GPU trainer actor; "
        "a fraction (e.g. 0.5) puts several actors on one GPU. Nodes without a GPU get "
        "CPU actors of --cpus_per_trainer CPUs.", lower_bound=0.01)
@@ -279,7 +327,10 @@ def _define():
     cf(d.DEFINE_boolean, "amp", "GPU trainers train with automatic mixed precision "
        "(paddle.amp O1 + GradScaler; latency, memory and evaluation stay float32). "
        "Ignored with a note on CPU trainers.")
-    # ---------------- one-shot ----------------
+
+
+def _define_oneshot(d, cf) -> None:
+    """Flags of the one-shot methods (ENAS, DARTS)."""
     cf(d.DEFINE_enum, "method", ["multi_trial", "enas", "darts"], "multi_trial: train every "
        "candidate (the search above); enas: the controller samples subnetworks of one "
        "shared-weight supernet, rewarded by their validation accuracy with the shared "
@@ -304,8 +355,6 @@ def _define():
         ["method", "searcher"], lambda f: f["method"] != "darts" or f["searcher"] == "rl",
         "--method darts has its own searcher (architecture parameters): leave --searcher "
         "at rl")
-    _define_search_space()
-    _define_scheduler(d, cf)
 
 
 def _define_search_space():
