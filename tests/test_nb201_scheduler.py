@@ -1,5 +1,8 @@
-"""Epoch-budget schedulers on NAS-Bench-201: the table's two fidelities (12 and 200 epochs) as rungs,
-checked against the shipped CSV rows and through whole ``main.py --benchmark nb201 --scheduler`` runs."""
+"""Epoch-budget schedulers on NAS-Bench-201: the table's 12 and 200 epochs as rungs.
+
+Checked against the shipped CSV rows (read here with csv and gzip) and through
+whole ``main.py --benchmark nb201 --scheduler`` runs and the benchmark script.
+"""
 import csv
 import dataclasses
 import gzip
@@ -35,7 +38,7 @@ def evaluator():
 
 
 def by_hand(row):
-    """(val 12 ep, val 200 ep, cost 12 ep, cost 200 ep fresh, cost 200 ep continued) of a CSV row."""
+    """(val 12 ep, val 200 ep, cost 12 ep, cost 200 ep, cost 200 ep continued) of a CSV row."""
     seeds = [float(v) for v in row["val_acc_200ep_seeds"].split(";")]
     epoch, val_s = float(row["train_s_per_epoch"]), float(row["val_eval_s"])
     return (float(row["val_acc_12ep"]) / 100, sum(seeds) / len(seeds) / 100,
@@ -205,3 +208,46 @@ def test_sigkill_then_resume_gives_the_uninterrupted_scheduled_records(sh_run, t
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Resuming" in r.stdout
     assert comparable(trials(log)) == comparable(full)
+
+
+def test_table_refuses_a_bad_200_epoch_seed_list(tmp_path):
+    with gzip.open(nb201.TABLE_PATH, "rt") as f:
+        lines = f.read().splitlines(keepends=True)
+    fields = lines[3].split(",")
+    fields[5] = "91.2;x"
+    path = tmp_path / "bad.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(lines[:3] + [",".join(fields)] + lines[4:]))
+    with pytest.raises(ValueError, match="row 3: val_acc_200ep_seeds is '91.2;x'") as e:
+        nb201.load_table(str(path))
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bench_runs_scheduler_rows_through_the_loop_and_keeps_the_others(tmp_path):
+    out = tmp_path / "nb201.json"
+    kept = {"mean_test": 93.7, "std_test": 0.4, "mean_evals": 100.0, "runs": 500}
+    old_row = {"searcher": "tpe", "scheduler": "hyperband", "eta": 3, "runs": 7,
+               "mean_test": 93.0, "std_test": 0.1, "mean_evals": 14.0, "mean_evals_200": 6.0,
+               "mean_cells": 12.0}
+    out.write_text(json.dumps({"searchers": {"random": kept}, "constrained": {},
+                               "schedulers": {"tpe+hyperband+eta3": old_row}}))
+    r = subprocess.run([sys.executable, "benchmarks/bench_nb201.py", "--runs", "0",
+                        "--latency_bounds", "", "--searchers", "random", "--schedulers",
+                        "none,successive_halving", "--scheduler_runs", "2", "--workers", "1",
+                        "--seed", "4", "--update", "--bench_out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert d["searchers"] == {"random": kept} and d["schedulers"]["tpe+hyperband+eta3"] == old_row
+    none, sh = d["schedulers"]["random+none"], d["schedulers"]["random+successive_halving+eta3"]
+    assert none["runs"] == sh["runs"] == 2 and none["seed"] == sh["seed"] == 4
+    assert none["mean_evals_200"] == 0 and none["mean_cells"] == none["mean_evals"] > 50
+    assert 0 < sh["mean_evals_200"] < sh["mean_evals"] < none["mean_evals"]
+    assert sh["mean_spent_s"] >= BUDGET and none["mean_spent_s"] >= BUDGET
+    # the loop's answer for seed 4 is main.py's
+    log = tmp_path / "log"
+    m = main_py(log, "random", "successive_halving", seed=4)
+    assert m.returncode == 0, m.stderr[-2000:]
+    test4 = json.loads((log / "best.json").read_text())["metrics"]["test_accuracy"] * 100
+    assert abs(sh["mean_test"] - test4) == pytest.approx(sh["std_test"])  # seeds 4 and 5
+    assert "| random | successive_halving (eta 3) | 2 |" in r.stdout
