@@ -6,12 +6,13 @@ rung's epochs) and promotes the best ``1/eta`` of each rung (by reward, or
 with ``--objective pareto`` by non-dominated rank then crowding distance;
 trained candidates only) to the next rung, ``eta`` times the epochs, up to
 ``max_epochs`` (``trainer.early_stop``); on NAS-Bench-201 the rungs are the
-table's 12 and 200 epochs instead (``config_rung_epochs``). A promoted candidate is a new
-evaluation (a new index and record) that continues from the weights and
-optimizer state its previous rung saved in ``log_dir/rungs/<index>.state``
-(the trainer writes them atomically; with Ray the workers must share the log
-folder's file system). Records carry ``rung``: ``{"bracket", "rung",
-"epochs", "continues"}``.
+table's 12 and 200 epochs instead (``config_rung_epochs``). A promoted
+candidate is a new evaluation (a new index and record) that continues from
+the weights and optimizer state its previous rung saved in
+``log_dir/rungs/<index>.state`` (the trainer writes them atomically; with Ray
+the workers must share the log folder's file system; the table evaluator
+writes none and charges a promoted cell its extra epochs only). Records
+carry ``rung``: ``{"bracket", "rung", "epochs", "continues"}``.
 
 * ``successive_halving``: every bracket starts ``eta ** s`` candidates at
   ``min_epochs`` and has ``s + 1`` rungs (``rung_epochs``).
