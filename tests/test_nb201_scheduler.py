@@ -210,6 +210,20 @@ def test_sigkill_then_resume_gives_the_uninterrupted_scheduled_records(sh_run, t
     assert comparable(trials(log)) == comparable(full)
 
 
+def test_a_run_stopped_by_its_budget_resumes_with_a_larger_one_as_if_uninterrupted(sh_run,
+                                                                                    tmp_path):
+    log = tmp_path / "log"
+    r = main_py(log, "random", "successive_halving", budget=5000)
+    assert r.returncode == 0, r.stderr[-2000:]
+    short = trials(log)
+    assert short and len(short) < len(trials(sh_run[1]))
+    assert json.loads((log / "pending.json").read_text())["batches"]  # left open by the budget
+    r = main_py(log, "random", "successive_halving", "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Resuming" in r.stdout
+    assert comparable(trials(log)) == comparable(trials(sh_run[1]))
+
+
 def test_table_refuses_a_bad_200_epoch_seed_list(tmp_path):
     with gzip.open(nb201.TABLE_PATH, "rt") as f:
         lines = f.read().splitlines(keepends=True)
