@@ -38,6 +38,8 @@ FLOAT_COLUMNS: Tuple[str, ...] = ("val_acc_12ep", "train_s_per_epoch", "val_eval
                                   "latency_ms_eyeriss")
 LATENCY_DEVICES: Tuple[str, ...] = ("raspi4", "eyeriss")
 SEARCH_EPOCHS = 12  # the protocol's reward: validation accuracy after 12 epochs
+FINAL_EPOCHS = 200  # the table's other fidelity: validation accuracy after 200 epochs (per seed)
+FIDELITIES: Tuple[int, ...] = (SEARCH_EPOCHS, FINAL_EPOCHS)  # epochs the table holds
 OPTIMUM_INDEX = 6111
 # NAS-Bench-201 Table 5 (CIFAR-10 test accuracy %, mean and std over 500 runs).
 PAPER_RESULTS: Dict[str, Tuple[float, float]] = {
@@ -110,7 +112,8 @@ class NB201Table:
       arch_strs: str [R], each row's ``arch_str``.
       codes: int64 [R], each row's base-5 code (``codes_of_tokens``).
       row_of_code: int64 [15625], the row of each code (a bijection).
-      columns: column name -> float64 [R] for ``FLOAT_COLUMNS`` and ``index``.
+      columns: column name -> float64 [R] for ``FLOAT_COLUMNS``, ``index`` and
+        ``val_acc_200ep`` (the mean of ``val_acc_200ep_seeds``).
     """
     path: str
     sha256: str
@@ -132,7 +135,21 @@ class NB201Table:
     @property
     def cost_s(self) -> np.ndarray:
         """float64 [R]: simulated seconds of one search evaluation, ``12 * epoch + eval``."""
-        return (SEARCH_EPOCHS * self.columns["train_s_per_epoch"]
+        return self.cost(SEARCH_EPOCHS)
+
+    def val_acc(self, epochs: int) -> np.ndarray:
+        """float64 [R] validation accuracy (%) after ``epochs`` (one of ``FIDELITIES``).
+
+        12: ``val_acc_12ep``; 200: the mean of ``val_acc_200ep_seeds``.
+        """
+        _check_fidelity(epochs)
+        return self.columns["val_acc_12ep" if epochs == SEARCH_EPOCHS else "val_acc_200ep"]
+
+    def cost(self, epochs: int, resumed_at: int = 0) -> np.ndarray:
+        """float64 [R] simulated seconds of training epochs ``resumed_at`` .. ``epochs``, then
+        validating: ``(epochs - resumed_at) * train_s_per_epoch + val_eval_s``."""
+        _check_fidelity(epochs)
+        return ((epochs - resumed_at) * self.columns["train_s_per_epoch"]
                 + self.columns["val_eval_s"])
 
     def rows(self, tokens: np.ndarray) -> np.ndarray:
@@ -156,6 +173,21 @@ class NB201Table:
                              % (self.path, max_latency_ms, device))
         row = int(np.flatnonzero(ok)[np.argmax(test[ok])])
         return row, float(test[row])
+
+
+def _check_fidelity(epochs: int) -> None:
+    """ValueError unless the table holds figures after ``epochs`` (``FIDELITIES``)."""
+    if epochs not in FIDELITIES:
+        raise ValueError("the NAS-Bench-201 table holds figures after %s epochs, not %r"
+                         % (" and ".join(map(str, FIDELITIES)), epochs))
+
+
+def _seeds_mean(text: str) -> float:
+    """The mean of ';'-separated numbers (``val_acc_200ep_seeds``); ValueError if not that."""
+    values = [float(v) for v in text.split(";")]
+    if not all(np.isfinite(values)):
+        raise ValueError(text)
+    return float(np.mean(values))
 
 
 def _bad(path: str, problem: str) -> ValueError:
@@ -213,6 +245,7 @@ def load_table(path: Optional[str] = None, expected_sha256: Optional[str] = None
         raise _bad(path, "%d rows, expected %d (truncated?)" % (len(body), NUM_CELLS))
     col = {name: k for k, name in enumerate(COLUMNS)}
     values = {name: np.empty(NUM_CELLS, np.float64) for name in FLOAT_COLUMNS + ("index",)}
+    seeds_200 = np.empty(NUM_CELLS, np.float64)
     arch_strs: List[str] = []
     codes = np.empty(NUM_CELLS, np.int64)
     op_index = {op: k for k, op in enumerate(OPS)}
@@ -228,6 +261,11 @@ def load_table(path: Optional[str] = None, expected_sha256: Optional[str] = None
             if not np.isfinite(v[r]):
                 raise _bad(path, "row %d: %s is %r" % (r + 1, name, row[col[name]]))
         try:
+            seeds_200[r] = _seeds_mean(row[col["val_acc_200ep_seeds"]])
+        except ValueError:
+            raise _bad(path, "row %d: val_acc_200ep_seeds is %r, not ';'-separated numbers"
+                       % (r + 1, row[col["val_acc_200ep_seeds"]])) from None
+        try:
             ops = parse_arch_str(row[col["arch_str"]])
         except ValueError as e:
             raise _bad(path, "row %d: %s" % (r + 1, e)) from None
@@ -241,6 +279,7 @@ def load_table(path: Optional[str] = None, expected_sha256: Optional[str] = None
         code = int(np.flatnonzero(row_of_code < 0)[0])
         raise _bad(path, "cell %s is missing (some cell is listed twice)"
                    % arch_str([OPS[k] for k in tokens_of_codes(code)]))
+    values["val_acc_200ep"] = seeds_200
     return NB201Table(path=os.path.abspath(path), sha256=digest, arch_strs=tuple(arch_strs),
                       codes=codes, row_of_code=row_of_code, columns=values)
 
@@ -369,24 +408,62 @@ class TableEvaluator:
         self.table = load_table(self.table_path)
 
     def evaluate(self, candidate: Dict, index: int, seed: int, options: Dict) -> Dict:
-        """The table's figures of one cell (``seed`` and ``options`` are not used).
+        """The table's figures of one cell (``seed`` is not used).
+
+        Args:
+          candidate: the cell's dict (``NB201Cell.to_dict``).
+          options: {} (the protocol's 12-epoch evaluation) or an epoch-budget
+            scheduler's ``{"epochs", "save_state", "continue_from"}``: the
+            figures after ``epochs`` (one of ``FIDELITIES``), and with a
+            non-empty ``continue_from`` the cost of the epochs beyond the
+            fidelity below only (a promoted cell continues its training).
+            No state file is read or written.
 
         Returns:
-          dict: ``status`` 'ok', ``val_accuracy`` (val_acc_12ep / 100),
-          ``test_accuracy`` (test_acc_200ep / 100), ``params`` (count),
-          ``latency_ms`` (on ``latency_device``), ``simulated_seconds``
-          (12 epochs + validation), ``nb201_index``.
+          dict: ``status`` 'ok', ``val_accuracy`` (val_acc_12ep / 100; at 200
+          epochs the mean of val_acc_200ep_seeds / 100), ``test_accuracy``
+          (test_acc_200ep / 100), ``params`` (count), ``latency_ms`` (on
+          ``latency_device``), ``simulated_seconds`` (the epochs trained +
+          validation), ``nb201_index``; with ``options["epochs"]`` also
+          ``epochs`` and ``resumed_at_epoch`` (0, or the fidelity continued
+          from), like the trainer's metrics.
+
+        Raises:
+          ValueError: ``options["epochs"]`` is not one of ``FIDELITIES``, or
+            the lowest fidelity continues from a state (a caller's bug).
         """
         if self.table is None:
             raise RuntimeError("TableEvaluator.setup must run before evaluate")
         cell = self.space.from_dict(candidate)
         row = int(self.table.rows(cell.tokens))
         c = self.table.columns
-        return {"status": "ok", "val_accuracy": float(c["val_acc_12ep"][row]) / 100.0,
-                "test_accuracy": float(c["test_acc_200ep"][row]) / 100.0,
-                "params": float(c["params_mb"][row]) * 1e6,
-                "latency_ms": float(self.table.latency_ms(self.latency_device)[row]),
-                "simulated_seconds": float(self.table.cost_s[row]), "nb201_index": row}
+        epochs = int(options["epochs"]) if "epochs" in options else SEARCH_EPOCHS
+        resumed = _resumed_at(epochs, bool(options.get("continue_from", "")))
+        out = {"status": "ok", "val_accuracy": float(self.table.val_acc(epochs)[row]) / 100.0,
+               "test_accuracy": float(c["test_acc_200ep"][row]) / 100.0,
+               "params": float(c["params_mb"][row]) * 1e6,
+               "latency_ms": float(self.table.latency_ms(self.latency_device)[row]),
+               "simulated_seconds": float(self.table.cost(epochs, resumed)[row]),
+               "nb201_index": row}
+        if "epochs" in options:
+            out.update(epochs=epochs, resumed_at_epoch=resumed)
+        return out
+
+
+def _resumed_at(epochs: int, continued: bool) -> int:
+    """The epoch a cell trained for ``epochs`` resumes at: 0, or the fidelity below if continued.
+
+    Raises:
+      ValueError: ``epochs`` is not one of ``FIDELITIES``, or is the lowest and continued.
+    """
+    _check_fidelity(epochs)
+    k = FIDELITIES.index(epochs)
+    if not continued:
+        return 0
+    if k == 0:
+        raise ValueError("a NAS-Bench-201 cell cannot continue to %d epochs, the table's "
+                         "lowest fidelity" % epochs)
+    return FIDELITIES[k - 1]
 
 
 # --------------------------------------------------------------------------

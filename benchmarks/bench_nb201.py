@@ -26,8 +26,24 @@ rewards for infeasible cells (``nb201.run_protocol``).
 
     .venv/bin/python benchmarks/bench_nb201.py --runs 500
 
-``--runs 0`` runs the constrained rows only; ``--update`` keeps the rows of
-``--bench_out`` that a command does not re-run.
+Epoch-budget schedulers (``--schedulers successive_halving,hyperband``, and
+``none`` for the same loop without one): each (searcher, scheduler) pair runs
+``--scheduler_runs`` seeded searches through the search loop itself, as
+``main.py --benchmark nb201 --searcher S --scheduler X --max_time BUDGET``
+does (``search.loop.Search`` with the table evaluator in this process; no
+report is drawn), its rungs being the table's 12 and 200 epochs: a cell
+promoted to 200 epochs gets the 200-epoch validation accuracy and pays the
+188 extra epochs. Reported: mean +- std ``test_acc_200ep`` of the best record
+the loop reports, evaluations (and how many at 200 epochs) and distinct cells
+per run. The loop pays for the evaluation that crosses the budget (the
+protocol stops before it) and evolution runs with ``--population`` and
+``--sample_size`` as the protocol's; other settings are main.py's defaults.
+
+``--runs 0`` runs the constrained (or scheduler) rows only; ``--update``
+keeps the rows of ``--bench_out`` that a command does not re-run.
+
+    .venv/bin/python benchmarks/bench_nb201.py --runs 0 --latency_bounds '' \
+        --searchers random,tpe --schedulers none,successive_halving,hyperband --update
 
 Prints tables, writes JSON (default benchmarks/results/nb201.json) and a PNG
 of test accuracy against simulated time next to it.
@@ -38,6 +54,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -50,6 +67,7 @@ from autodl_design import nb201  # noqa: E402
 from autodl_design.records import atomic_write_json  # noqa: E402
 
 SEARCHERS = ("rl", "random", "evolution", "tpe")
+SCHEDULERS = ("none", "successive_halving", "hyperband")  # config.SCHEDULERS
 PAPER_NAME = {"rl": "REINFORCE", "random": "random", "evolution": "REA", "tpe": "BOHB"}
 GRID_POINTS = 121
 
@@ -94,7 +112,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max_idle_proposals", type=int, default=300,
                    help="Ends a run after this many free (repeated/infeasible) proposals in a row.")
     p.add_argument("--no_plot", action="store_true", help="Skip the PNG.")
+    p.add_argument("--schedulers", default="",
+                   help="Comma-separated epoch-budget schedulers run through the search loop "
+                   "with each searcher: none, successive_halving, hyperband ('' = none of these "
+                   "rows).")
+    p.add_argument("--scheduler_runs", type=int, default=100,
+                   help="Runs per (searcher, scheduler) pair (seeds seed..).")
+    p.add_argument("--eta", type=int, default=3,
+                   help="Schedulers' reduction factor (cells at 12 epochs per one at 200).")
     args = p.parse_args(argv)
+    args.schedulers = [s for s in args.schedulers.split(",") if s]
+    unknown = [s for s in args.schedulers if s not in SCHEDULERS]
+    if unknown:
+        p.error("--schedulers: unknown %s; use %s" % (unknown, ",".join(SCHEDULERS)))
+    if args.eta < 2 or args.scheduler_runs < 1:
+        p.error("--eta must be >= 2 and --scheduler_runs >= 1")
     args.searchers = [s for s in args.searchers.split(",") if s]
     unknown = [s for s in args.searchers if s not in SEARCHERS]
     if unknown or not args.searchers:
@@ -206,17 +238,64 @@ def one_run(task: Tuple) -> Dict:
             "feasible": res.feasible, "curve": curve, "seconds": time.perf_counter() - t0}
 
 
-def run_tasks(tasks: List[Tuple], workers: int, table_path: str) -> List[Dict]:
+def loop_config(name: str, scheduler: str, seed: int, args: Dict, log_dir: str):
+    """The ``Config`` of ``main.py --benchmark nb201 --searcher name --scheduler scheduler
+    --max_time budget --seed seed`` (evolution with the protocol's population and sample size)."""
+    from autodl_design import config as cfg
+    search = cfg.SearchConfig(
+        num_models=cfg.BENCHMARK_NUM_MODELS, max_time=args["budget"], log_dir=log_dir,
+        seed=seed, searcher=name, population=args["population"],
+        sample_size=args["sample_size"], benchmark="nb201", benchmark_table=args["table"],
+        scheduler=scheduler, eta=args["eta"])
+    return cfg.Config(cfg.DataConfig(), cfg.AgentConfig(), cfg.TrainerConfig(),
+                      cfg.ConstraintConfig(), cfg.DeviceConfig(), search)
+
+
+def loop_run(task: Tuple) -> Dict:
+    """Runs one (searcher, scheduler, seed) search through the search loop; returns its figures.
+
+    The loop, records and clock of ``driver.run_benchmark`` in a temporary log
+    folder, without the summary and report.
+    """
+    from autodl_design.search.benchmark import open_benchmark
+    from autodl_design.search.inline_pool import InlinePool
+    from autodl_design.search.loop import Search
+    from autodl_design.search.searchers import make_searcher, make_space
+    name, scheduler, seed, args = task
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        config, evaluator = open_benchmark(loop_config(name, scheduler, seed, args,
+                                                       os.path.join(tmp, "log")))
+        space = make_space(config)
+        pool = InlinePool(evaluator)
+        search = Search(config, space, make_searcher(config, space), pool, log=lambda line: None)
+        search.open()
+        pool.start()
+        result = search.run()
+        pool.terminate()
+    paid = [r for r in result.state.records if r["status"] == "ok"]
+    best = result.best
+    return {"name": name, "scheduler": scheduler, "seed": seed,
+            "test": best["metrics"]["test_accuracy"] * 100 if best else float("nan"),
+            "feasible": best is not None, "evals": len(paid),
+            "evals_200": sum(r["metrics"].get("epochs") == 200 for r in paid),
+            "cells": len({r["arch_hash"] for r in paid}), "spent_s": result.seconds,
+            "proposals": len(result.state.records), "stalled": False,
+            "seconds": time.perf_counter() - t0}
+
+
+def run_tasks(tasks: List[Tuple], workers: int, table_path: str, fn=one_run) -> List[Dict]:
+    """``fn`` (``one_run`` or ``loop_run``) over ``tasks`` on ``workers`` processes."""
     if workers <= 1:
         _init_worker(table_path)
-        return [one_run(t) for t in tasks]
+        return [fn(t) for t in tasks]
     # Not multiprocessing.Pool: its daemonic workers cannot import PARL (it starts a Manager).
     # fork: PARL's import-time framework check cannot run in a spawned process.
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
                                                 initializer=_init_worker,
                                                 initargs=(table_path,)) as pool:
-        return list(pool.map(one_run, tasks, chunksize=max(1, len(tasks) // (8 * workers))))
+        return list(pool.map(fn, tasks, chunksize=max(1, len(tasks) // (8 * workers))))
 
 
 def summarise(rows: List[Dict]) -> Dict:
@@ -244,7 +323,47 @@ def merge_base(path: str, fresh: Dict) -> Dict:
     old.update({k: fresh[k] for k in ("table", "table_sha256", "paper", "optimum")})
     old.setdefault("searchers", {})
     old.setdefault("constrained", {})
+    old.setdefault("schedulers", {})
     return old
+
+
+def scheduler_key(name: str, scheduler: str, eta: int) -> str:
+    """The key of a (searcher, scheduler) row in the JSON's ``schedulers``."""
+    return "%s+%s" % (name, scheduler) + ("+eta%d" % eta if scheduler != "none" else "")
+
+
+def run_scheduler_rows(args: argparse.Namespace, common: Dict, out: Dict) -> None:
+    """Runs every (searcher, scheduler) pair through the search loop into ``out["schedulers"]``
+    (written after each pair) and prints its table, rows already in ``out`` included."""
+    for name in args.searchers:
+        for scheduler in args.schedulers:
+            tasks = [(name, scheduler, args.seed + r, dict(common, table=args.table, eta=args.eta))
+                     for r in range(args.scheduler_runs)]
+            t0 = time.time()
+            rows = run_tasks(tasks, args.workers, args.table, loop_run)
+            s = summarise(rows)
+            s.update(searcher=name, scheduler=scheduler, eta=args.eta, seed=args.seed,
+                     budget_s=args.budget, wall_seconds=time.time() - t0,
+                     mean_evals_200=float(np.mean([r["evals_200"] for r in rows])),
+                     mean_cells=float(np.mean([r["cells"] for r in rows])),
+                     mean_spent_s=float(np.mean([r["spent_s"] for r in rows])))
+            if name == "evolution":
+                s.update(population=args.population, sample_size=args.sample_size)
+            out["schedulers"][scheduler_key(name, scheduler, args.eta)] = s
+            write(args.bench_out, out)
+            print("  %-9s %-18s %d runs in %.1f s wall: %s +- %s" % (
+                name, scheduler, s["runs"], s["wall_seconds"], _fmt(s["mean_test"]),
+                _fmt(s["std_test"])), flush=True)
+    print()
+    print("| searcher | scheduler | runs | test acc (%) mean +- std | evaluations per run "
+          "(at 200 epochs) | cells per run |")
+    print("|---|---|---|---|---|---|")
+    for s in out["schedulers"].values():
+        print("| %s | %s | %d | %s +- %s | %.1f (%.1f) | %.1f |" % (
+            s["searcher"], s["scheduler"] + (" (eta %d)" % s["eta"] if s["scheduler"] != "none"
+                                             else ""),
+            s["runs"], _fmt(s["mean_test"]), _fmt(s["std_test"]), s["mean_evals"],
+            s["mean_evals_200"], s["mean_cells"]))
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -335,7 +454,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             pm, ps))
     print("| BOHB (paper) | 500 | %.2f +- %.2f | | |" % nb201.PAPER_RESULTS["BOHB"])
     print("| optimum | | %.2f | | |" % nb201.PAPER_OPTIMUM)
-    for bound in args.latency_bounds:
+    for bound in (args.latency_bounds if args.constrained_runs > 0 else []):
         _, optimum = table.best_test(bound, "raspi4")
         key = "raspi4_latency_ms<=%g" % bound
         entry = out["constrained"].get(key, {"searchers": {}})
@@ -370,6 +489,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       % (name, entry["bound_ms"], entry["optimum_test"], s["runs"],
                          _fmt(s["mean_test"]), _fmt(s["std_test"]), _fmt(s["mean_regret"]),
                          100 * s["feasible_share"], s["mean_evals"]))
+    out.setdefault("schedulers", {})
+    if args.schedulers:
+        run_scheduler_rows(args, common, out)
     write(args.bench_out, out)
     png = os.path.splitext(args.bench_out)[0] + ".png"
     if args.no_plot or not curves:

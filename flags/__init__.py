@@ -61,8 +61,7 @@ CELL_SPACE_FLAGS: Tuple[str, ...] = (
     "threads_per_worker", "cluster", "ray_address", "num_trainers", "cpus_per_trainer",
     "max_retries", "trial_timeout", "gpus_per_trainer", "deterministic", "amp", "export_best",
     "final_epochs", "method", "retrain_top", "oneshot_epochs", "controller_steps",
-    "arch_learning_rate", "search_space", "evaluator", "scheduler", "min_epochs", "eta",
-    "warmup_epochs")
+    "arch_learning_rate", "search_space", "evaluator", "warmup_epochs")
 # The cell space's controller settings, refused with --benchmark --searcher rl
 # (the controller there uses NAS-Bench-201's own settings, see searchers.py).
 CONTROLLER_FLAGS: Tuple[str, ...] = (
@@ -416,7 +415,8 @@ def _define_scheduler(d, cf) -> None:
        "(every candidate trains --early_stop epochs), successive_halving (start eta^s "
        "candidates at --min_epochs, promote the best 1/eta to eta x the epochs, up to "
        "--max_epochs; a promoted candidate continues from its saved weights and optimizer "
-       "state) or hyperband (brackets from that to plain evaluation).")
+       "state) or hyperband (brackets from that to plain evaluation). With --benchmark "
+       "nb201 the rungs are the table's %s epochs." % " and ".join(map(str, nb201.FIDELITIES)))
     cf(d.DEFINE_integer, "min_epochs", "With --scheduler: epochs of the first rung.",
        lower_bound=1)
     cf(d.DEFINE_integer, "eta", "With --scheduler: reduction factor (the best 1/eta of a "
@@ -446,6 +446,10 @@ def _benchmark_settings(f, search: Dict[str, Any]) -> None:
         raise absl_flags.ValidationError(
             "--benchmark %s looks cells up in a table: %s apply only to the cell space and "
             "its trainer; remove them" % (f.benchmark, ", ".join("--" + n for n in refused)))
+    if f["min_epochs"].present:  # --scheduler and --eta apply: the rungs are the table's
+        raise absl_flags.ValidationError(
+            "--benchmark %s: the table holds figures after %s epochs, the rungs of --scheduler; "
+            "remove --min_epochs" % (f.benchmark, " and ".join(map(str, nb201.FIDELITIES))))
     refused = [n for n in CONTROLLER_FLAGS if f[n].present] if f.searcher == "rl" else []
     if refused:
         raise absl_flags.ValidationError(

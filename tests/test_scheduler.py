@@ -137,7 +137,8 @@ def test_sigkill_then_resume_keeps_rungs_and_weights(tmp_path):
     (["--scheduler", "hyperband", "--min_epochs", "9", "--max_epochs", "8"],
      "--min_epochs 9 exceeds --max_epochs"),
     (["--scheduler", "successive_halving", "--method", "darts"], "--scheduler applies to"),
-    (["--scheduler", "hyperband", "--benchmark", "nb201"], "--scheduler"),
+    (["--scheduler", "hyperband", "--benchmark", "nb201", "--min_epochs", "3"],
+     "the table holds figures after 12 and 200 epochs"),
 ])
 def test_bad_scheduler_flags_one_line_exit_2(tmp_path, args, words):
     r = subprocess.run([sys.executable, "main.py", "--preset", "cpu", "--log_dir",

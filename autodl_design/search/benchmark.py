@@ -6,7 +6,10 @@ shipped one, checksummed, or ``--benchmark_table``), the evaluator and the
 check that the bounds can be met. Each evaluated cell costs its simulated
 training time (``12 * train_s_per_epoch + val_eval_s``), which the record's
 ``seconds`` holds and ``clock.SimulatedClock`` sums; a cell over a hard bound
-is never trained and costs nothing.
+is never trained and costs nothing. With ``--scheduler`` the rungs are the
+table's fidelities (``nb201.FIDELITIES``: 12 and 200 epochs): a cell promoted
+to 200 epochs gets the 200-epoch validation accuracy and pays only the epochs
+beyond 12 (``nb201.TableEvaluator.evaluate``).
 """
 import dataclasses
 from typing import Dict, Tuple
@@ -18,6 +21,7 @@ from autodl_design.search.errors import SearchError
 
 CHEAP = ("params", "latency_ms", "nb201_index")  # known before "training"
 TRAINED = ("val_accuracy", "test_accuracy")
+RUNG = ("epochs", "resumed_at_epoch")  # with a scheduler's options only
 
 
 class BenchmarkEvaluator:
@@ -58,7 +62,7 @@ class BenchmarkEvaluator:
         cheap["latency_source"] = self.source
 
         def train(_) -> Dict:
-            out = {k: m[k] for k in TRAINED}
+            out = {k: m[k] for k in TRAINED + RUNG if k in m}
             out.update(status="ok", seconds=m["simulated_seconds"])
             return out
 
@@ -117,6 +121,9 @@ def header(config: Config) -> str:
     line = ("autodl-design: %s search on NAS-Bench-201 (CIFAR-10 table %s, latency on %s); "
             "budget %s; log_dir %s" % (s.searcher, s.benchmark_table or "shipped",
                                        s.latency_device, budget, s.log_dir))
+    if s.scheduler != "none":
+        line += ("; scheduler %s (rungs at the table's %s epochs, eta %d)"
+                 % (s.scheduler, " and ".join(map(str, nb201.FIDELITIES)), s.eta))
     if s.searcher == "rl":
         from autodl_design.search.searchers import NB201_RL_SETTINGS
         a = NB201_RL_SETTINGS

@@ -5,12 +5,14 @@ searcher learns from it as from any batch, with its rewards at the first
 rung's epochs) and promotes the best ``1/eta`` of each rung (by reward, or
 with ``--objective pareto`` by non-dominated rank then crowding distance;
 trained candidates only) to the next rung, ``eta`` times the epochs, up to
-``max_epochs`` (``trainer.early_stop``). A promoted candidate is a new
-evaluation (a new index and record) that continues from the weights and
-optimizer state its previous rung saved in ``log_dir/rungs/<index>.state``
-(the trainer writes them atomically; with Ray the workers must share the log
-folder's file system). Records carry ``rung``: ``{"bracket", "rung",
-"epochs", "continues"}``.
+``max_epochs`` (``trainer.early_stop``); on NAS-Bench-201 the rungs are the
+table's 12 and 200 epochs instead (``config_rung_epochs``). A promoted
+candidate is a new evaluation (a new index and record) that continues from
+the weights and optimizer state its previous rung saved in
+``log_dir/rungs/<index>.state`` (the trainer writes them atomically; with Ray
+the workers must share the log folder's file system; the table evaluator
+writes none and charges a promoted cell its extra epochs only). Records
+carry ``rung``: ``{"bracket", "rung", "epochs", "continues"}``.
 
 * ``successive_halving``: every bracket starts ``eta ** s`` candidates at
   ``min_epochs`` and has ``s + 1`` rungs (``rung_epochs``).
@@ -27,7 +29,7 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from autodl_design import critic
+from autodl_design import critic, nb201
 from autodl_design.config import SCHEDULERS, Config, ConstraintConfig
 from autodl_design.interfaces import Searcher, SearchSpace
 from autodl_design.search.outcome import learning_reward
@@ -48,6 +50,18 @@ def rung_epochs(min_epochs: int, max_epochs: int, eta: int) -> List[int]:
     if out[-1] != max_epochs:
         out.append(max_epochs)
     return out
+
+
+def config_rung_epochs(config: Config) -> List[int]:
+    """The rung epochs of ``config``'s run (the one rule).
+
+    With ``--benchmark nb201`` they are the table's fidelities
+    (``nb201.FIDELITIES``: 12 and 200 epochs); else ``rung_epochs(min_epochs,
+    max_epochs = trainer.early_stop, eta)``.
+    """
+    if config.search.benchmark == "nb201":
+        return list(nb201.FIDELITIES)
+    return rung_epochs(config.search.min_epochs, config.trainer.early_stop, config.search.eta)
 
 
 def bracket_plan(kind: str, bracket: int, epochs: Sequence[int], eta: int
@@ -120,7 +134,7 @@ class BracketScheduler:
     def __init__(self, config: Config, space: SearchSpace):
         self.kind = config.search.scheduler
         self.eta = config.search.eta
-        self.epochs = rung_epochs(config.search.min_epochs, config.trainer.early_stop, self.eta)
+        self.epochs = config_rung_epochs(config)
         self.log_dir = os.path.abspath(config.search.log_dir)  # workers may have another cwd
         self.constraints = config.constraints  # how a rung's best are told (promoted)
         self.space = space
