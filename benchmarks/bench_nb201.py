@@ -64,10 +64,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from autodl_design import nb201  # noqa: E402
+from autodl_design.config import SCHEDULERS  # noqa: E402
 from autodl_design.records import atomic_write_json  # noqa: E402
 
 SEARCHERS = ("rl", "random", "evolution", "tpe")
-SCHEDULERS = ("none", "successive_halving", "hyperband")  # config.SCHEDULERS
 PAPER_NAME = {"rl": "REINFORCE", "random": "random", "evolution": "REA", "tpe": "BOHB"}
 GRID_POINTS = 121
 
@@ -254,12 +254,12 @@ def loop_config(name: str, scheduler: str, seed: int, args: Dict, log_dir: str):
 def loop_run(task: Tuple) -> Dict:
     """Runs one (searcher, scheduler, seed) search through the search loop; returns its figures.
 
-    The loop, records and clock of ``driver.run_benchmark`` in a temporary log
-    folder, without the summary and report.
+    The loop, records and clock of ``driver.run_benchmark`` (``driver.run_loop``)
+    in a temporary log folder, without the summary and report.
     """
     from autodl_design.search.benchmark import open_benchmark
+    from autodl_design.search.driver import run_loop
     from autodl_design.search.inline_pool import InlinePool
-    from autodl_design.search.loop import Search
     from autodl_design.search.searchers import make_searcher, make_space
     name, scheduler, seed, args = task
     t0 = time.perf_counter()
@@ -267,12 +267,8 @@ def loop_run(task: Tuple) -> Dict:
         config, evaluator = open_benchmark(loop_config(name, scheduler, seed, args,
                                                        os.path.join(tmp, "log")))
         space = make_space(config)
-        pool = InlinePool(evaluator)
-        search = Search(config, space, make_searcher(config, space), pool, log=lambda line: None)
-        search.open()
-        pool.start()
-        result = search.run()
-        pool.terminate()
+        result = run_loop(config, space, make_searcher(config, space), InlinePool(evaluator),
+                          lambda line: None)
     paid = [r for r in result.state.records if r["status"] == "ok"]
     best = result.best
     return {"name": name, "scheduler": scheduler, "seed": seed,

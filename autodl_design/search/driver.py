@@ -170,9 +170,32 @@ def _resolve_data(config: Config, log: Callable[[str], None]) -> Tuple[Config, D
     return config, manifest
 
 
+def run_loop(config: Config, space: SearchSpace, searcher: Searcher, pool: Pool,
+             log: Callable[[str], None]) -> SearchResult:
+    """Opens the records, starts ``pool`` and runs the search; closes both whatever happens.
+
+    Ctrl-C ends the search early: the result then has ``interrupted`` set.
+
+    Raises:
+      SearchError, WorkerSetupError: bad input or environment.
+      WorkerBug: an evaluator raised (a bug; its traceback is in the message).
+    """
+    search = Search(config, space, searcher, pool, log=log)
+    try:
+        search.open()
+        pool.start()
+        return search.run()
+    except KeyboardInterrupt:
+        search.interrupted = True
+        return search.result()
+    finally:
+        search.close()
+        pool.terminate()
+
+
 def execute(config: Config, space: SearchSpace, searcher: Searcher, pool: Pool,
             log: Callable[[str], None]) -> int:
-    """Opens the records, starts ``pool``, runs the search, prints the summary, writes the report.
+    """Runs the search (``run_loop``), prints the summary, writes the report.
 
     Returns:
       The exit code (0, 2 for bad input or environment, 130 after Ctrl-C).
@@ -180,20 +203,11 @@ def execute(config: Config, space: SearchSpace, searcher: Searcher, pool: Pool,
     Raises:
       WorkerBug: an evaluator raised (a bug; its traceback is in the message).
     """
-    search = Search(config, space, searcher, pool, log=log)
     try:
-        search.open()
-        pool.start()
-        result = search.run()
+        result = run_loop(config, space, searcher, pool, log)
     except (SearchError, WorkerSetupError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        search.interrupted = True
-        result = search.result()
-    finally:
-        search.close()
-        pool.terminate()
     return _conclude(config, space, result, log)
 
 
