@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import flags  # noqa: E402
-from autodl_design.search.schedulers import cycle_cost, rung_epochs  # noqa: E402
+from autodl_design.search.schedulers import config_rung_epochs, cycle_cost  # noqa: E402
 from benchmarks.common import run_real_search, with_default_data  # noqa: E402
 
 absl_flags.DEFINE_string("bench_out", os.path.join(ROOT, "benchmarks", "results",
@@ -84,8 +84,8 @@ def main(argv):
           "(min %d, eta %d), data %s" % (base.search.searcher, F.minutes, max_epochs,
                                          base.search.min_epochs, base.search.eta,
                                          base.data.data_path), flush=True)
+    rungs = config_rung_epochs(base)
     for kind in ["hyperband"] + [k for k in F.bench_schedulers if k != "hyperband"]:
-        rungs = rung_epochs(base.search.min_epochs, max_epochs, base.search.eta)
         n, trained = cycle_cost(kind, rungs, base.search.eta)
         print("  %s over rungs %s: %d candidates per %d epochs, at most %.2fx plain's "
               "candidates by the bracket arithmetic" % (kind, rungs, n, trained,
